@@ -1,0 +1,171 @@
+//! The `Database` trait and its repositories.
+//!
+//! # Contract
+//!
+//! Every backend (SQLite, PostgreSQL, MySQL/MariaDB, MongoDB, an embedder's own) must:
+//!
+//! - return `Error::NotFound` for a missing row on `get`/`update`/`delete`, never a default;
+//! - return `Error::Conflict` for any unique violation (email, username, role name, node name,
+//!   template name, `ip:port` on a node) and for deleting something still in use (a node with
+//!   servers, a template with servers, a builtin role, an allocation held by a server);
+//! - return `Error::Unavailable` when the store cannot be reached or a pool times out;
+//! - make each method that says "atomically" a single all-or-nothing operation under
+//!   concurrency: [`ServerRepo::create`] never hands one allocation to two servers,
+//!   [`ServerRepo::set_state`] applies only legal transitions from the state it read,
+//!   [`SessionRepo::rotate`] lets exactly one of two concurrent presenters of a refresh token win;
+//! - order lists stably (creation time, then id) and count `total` with the same filter.
+//!
+//! The conformance suite in `capcore::conformance::database` checks all of this; run it
+//! against a new backend with `capcore::database_conformance_tests!`.
+
+use crate::error::Result;
+use crate::ids::*;
+use crate::model::*;
+use crate::permission::{PermissionSet, ServerRelation};
+use crate::state::ServerState;
+use crate::template::{Template, TemplateSpec};
+use crate::time::Timestamp;
+use async_trait::async_trait;
+
+/// The panel's store: one accessor per repository.
+#[async_trait]
+pub trait Database: Send + Sync + 'static {
+    fn users(&self) -> &dyn UserRepo;
+    fn roles(&self) -> &dyn RoleRepo;
+    fn nodes(&self) -> &dyn NodeRepo;
+    fn allocations(&self) -> &dyn AllocationRepo;
+    fn templates(&self) -> &dyn TemplateRepo;
+    fn servers(&self) -> &dyn ServerRepo;
+    fn api_keys(&self) -> &dyn ApiKeyRepo;
+    fn sessions(&self) -> &dyn SessionRepo;
+    fn audit(&self) -> &dyn AuditRepo;
+    /// Applies pending migrations; idempotent. Returns how many were applied.
+    async fn migrate(&self) -> Result<u32>;
+    /// Cheap round trip, for `/ready`.
+    async fn ping(&self) -> Result<()>;
+    /// `sqlite`, `postgres`, ...
+    fn backend_name(&self) -> &'static str;
+}
+
+#[async_trait]
+pub trait UserRepo: Send + Sync {
+    async fn create(&self, new: NewUser, now: Timestamp) -> Result<User>;
+    async fn get(&self, id: UserId) -> Result<User>;
+    /// `email` is compared lowercased.
+    async fn find_by_email(&self, email: &str) -> Result<Option<User>>;
+    /// Users whose username or email contains `query` (case-insensitive), or all.
+    async fn list(&self, query: Option<&str>, page: PageRequest) -> Result<Page<User>>;
+    async fn update(&self, id: UserId, patch: UserPatch, now: Timestamp) -> Result<User>;
+    /// Deletes the user with their role memberships, subuser grants, API keys and sessions.
+    /// `Conflict` while they own servers.
+    async fn delete(&self, id: UserId) -> Result<()>;
+    async fn count(&self) -> Result<u64>;
+}
+
+#[async_trait]
+pub trait RoleRepo: Send + Sync {
+    async fn create(&self, new: NewRole, now: Timestamp) -> Result<Role>;
+    async fn get(&self, id: RoleId) -> Result<Role>;
+    async fn find_by_name(&self, name: &str) -> Result<Option<Role>>;
+    async fn list(&self, page: PageRequest) -> Result<Page<Role>>;
+    async fn update(&self, id: RoleId, patch: RolePatch) -> Result<Role>;
+    /// `Conflict` for a builtin role.
+    async fn delete(&self, id: RoleId) -> Result<()>;
+    /// Idempotent.
+    async fn assign(&self, user: UserId, role: RoleId) -> Result<()>;
+    /// Idempotent.
+    async fn unassign(&self, user: UserId, role: RoleId) -> Result<()>;
+    async fn roles_of(&self, user: UserId) -> Result<Vec<Role>>;
+    /// The union of the user's roles' permissions, in one query.
+    async fn global_permissions(&self, user: UserId) -> Result<PermissionSet>;
+}
+
+#[async_trait]
+pub trait NodeRepo: Send + Sync {
+    async fn create(&self, new: NewNode, now: Timestamp) -> Result<Node>;
+    async fn get(&self, id: NodeId) -> Result<Node>;
+    async fn find_by_token_hash(&self, token_hash: &str) -> Result<Option<Node>>;
+    async fn list(&self, page: PageRequest) -> Result<Page<Node>>;
+    async fn update(&self, id: NodeId, patch: NodePatch, now: Timestamp) -> Result<Node>;
+    async fn set_token_hash(&self, id: NodeId, token_hash: &str, now: Timestamp) -> Result<()>;
+    /// `Conflict` while servers are on it; its free allocations go with it.
+    async fn delete(&self, id: NodeId) -> Result<()>;
+}
+
+#[async_trait]
+pub trait AllocationRepo: Send + Sync {
+    /// Adds `ip:port` for each port, atomically: `Conflict` naming the first that exists, and then
+    /// none is added.
+    async fn add(&self, node: NodeId, ip: &str, ports: &[u16]) -> Result<Vec<Allocation>>;
+    async fn get(&self, id: AllocationId) -> Result<Allocation>;
+    async fn list_for_node(&self, node: NodeId, page: PageRequest) -> Result<Page<Allocation>>;
+    async fn list_for_server(&self, server: ServerId) -> Result<Vec<Allocation>>;
+    /// `Conflict` while a server holds it.
+    async fn delete(&self, id: AllocationId) -> Result<()>;
+}
+
+#[async_trait]
+pub trait TemplateRepo: Send + Sync {
+    async fn create(&self, spec: TemplateSpec, now: Timestamp) -> Result<Template>;
+    async fn get(&self, id: TemplateId) -> Result<Template>;
+    async fn list(&self, page: PageRequest) -> Result<Page<Template>>;
+    async fn update(&self, id: TemplateId, spec: TemplateSpec, now: Timestamp) -> Result<Template>;
+    /// `Conflict` while servers use it.
+    async fn delete(&self, id: TemplateId) -> Result<()>;
+}
+
+#[async_trait]
+pub trait ServerRepo: Send + Sync {
+    /// Atomically: takes the requested allocation (or any free one on the node) and creates the
+    /// server in `installing` with it as primary. `Conflict` when no allocation is free or the
+    /// requested one is taken or on another node.
+    async fn create(&self, new: NewServer, now: Timestamp) -> Result<Server>;
+    async fn get(&self, id: ServerId) -> Result<Server>;
+    async fn list(&self, filter: &ServerFilter, page: PageRequest) -> Result<Page<Server>>;
+    async fn update(&self, id: ServerId, patch: ServerPatch, now: Timestamp) -> Result<Server>;
+    /// Atomically moves to `next` if that is legal from the stored state, else `Conflict`.
+    async fn set_state(&self, id: ServerId, next: ServerState, now: Timestamp) -> Result<Server>;
+    /// Sets every server on the node to `unknown` (node lost); returns how many changed.
+    async fn mark_node_unknown(&self, node: NodeId, now: Timestamp) -> Result<u64>;
+    /// Deletes the server, its subusers, and frees its allocations, atomically.
+    async fn delete(&self, id: ServerId) -> Result<()>;
+    /// Creates or replaces a subuser grant (the owner cannot be a subuser: `Conflict`).
+    async fn set_subuser(&self, server: ServerId, user: UserId, permissions: PermissionSet, now: Timestamp) -> Result<Subuser>;
+    async fn remove_subuser(&self, server: ServerId, user: UserId) -> Result<()>;
+    async fn list_subusers(&self, server: ServerId) -> Result<Vec<Subuser>>;
+    /// How `user` relates to the server, in one query; `NotFound` if the server does not exist.
+    async fn relation(&self, server: ServerId, user: UserId) -> Result<ServerRelation>;
+    /// Ids of every server the user owns or is a subuser of.
+    async fn visible_ids(&self, user: UserId) -> Result<Vec<ServerId>>;
+}
+
+#[async_trait]
+pub trait ApiKeyRepo: Send + Sync {
+    async fn create(&self, key: ApiKey) -> Result<ApiKey>;
+    async fn find_by_prefix(&self, prefix: &str) -> Result<Option<ApiKey>>;
+    async fn list_for_user(&self, user: UserId) -> Result<Vec<ApiKey>>;
+    /// Deletes the user's key; `NotFound` if it is not theirs.
+    async fn delete(&self, user: UserId, id: ApiKeyId) -> Result<()>;
+    async fn touch(&self, id: ApiKeyId, now: Timestamp) -> Result<()>;
+}
+
+#[async_trait]
+pub trait SessionRepo: Send + Sync {
+    /// Stores a new family whose current refresh token hash is `session.refresh_hash`.
+    async fn create(&self, session: Session) -> Result<Session>;
+    async fn get(&self, id: SessionId) -> Result<Session>;
+    /// Atomically: if `presented_hash` is the family's current token, replace it with
+    /// `new_hash`; if it is an earlier token of the family, revoke the family (reuse); else
+    /// `Invalid`. Expired or revoked families are `Invalid`.
+    async fn rotate(&self, presented_hash: &str, new_hash: &str, now: Timestamp) -> Result<Rotation>;
+    async fn revoke(&self, id: SessionId) -> Result<()>;
+    /// Revokes every family of the user; returns how many were live.
+    async fn revoke_all_for_user(&self, user: UserId) -> Result<u64>;
+}
+
+#[async_trait]
+pub trait AuditRepo: Send + Sync {
+    async fn append(&self, event: AuditEvent) -> Result<()>;
+    /// Newest first.
+    async fn list(&self, filter: &AuditFilter, page: PageRequest) -> Result<Page<AuditEvent>>;
+}

@@ -1,0 +1,76 @@
+//! Database backends for Ctrl-Alt-Play: implementations of `capcore::backend::Database`.
+//!
+//! Pick a backend by URL with [`connect`]; `sqlite://` is the embedded default (feature
+//! `sqlite`, on by default). A scheme whose backend is compiled out fails with an error naming
+//! the feature to enable. Each backend runs the same conformance suite
+//! (`capcore::database_conformance_tests!`).
+//!
+//! # Example
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use capcore::model::{NewUser, PageRequest};
+//! use capcore::time::Timestamp;
+//!
+//! let db = capdb::connect("sqlite::memory:", &capdb::DbConfig::default()).await.unwrap();
+//! db.migrate().await.unwrap();
+//! let user = db
+//!     .users()
+//!     .create(
+//!         NewUser { username: "ada".into(), email: "ada@example.org".into(), password_hash: "x".into() },
+//!         Timestamp::from_millis(0),
+//!     )
+//!     .await
+//!     .unwrap();
+//! let page = db.users().list(None, PageRequest::default()).await.unwrap();
+//! assert_eq!(page.items, vec![user]);
+//! # });
+//! ```
+
+#[cfg(feature = "sqlite")]
+mod error;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use capcore::backend::Database;
+use capcore::{Error, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings shared by every backend.
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    /// Pool size (SQLite in-memory databases always use 1).
+    pub max_connections: u32,
+    /// How long to wait for a connection before `Unavailable`.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        Self { max_connections: 8, acquire_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Opens the database at `url`, choosing the backend by scheme. Does not migrate.
+pub async fn connect(url: &str, config: &DbConfig) -> Result<Arc<dyn Database>> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    match scheme {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(sqlite::SqliteDatabase::connect(url, config).await?)),
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => Err(compiled_out("sqlite")),
+        "postgres" | "postgresql" | "mysql" | "mariadb" | "mongodb" => {
+            Err(Error::invalid("database_url", format!("the `{scheme}` backend is not available in this build")))
+        }
+        _ => Err(Error::invalid(
+            "database_url",
+            format!("unknown scheme `{scheme}`; expected sqlite://, postgres://, mysql://, mariadb:// or mongodb://"),
+        )),
+    }
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn compiled_out(feature: &str) -> Error {
+    Error::invalid("database_url", format!("this build has no `{feature}` backend; rebuild capdb with feature `{feature}`"))
+}

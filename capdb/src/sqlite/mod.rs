@@ -1,0 +1,208 @@
+//! The SQLite backend (sqlx, bundled SQLite): the embedded default store.
+
+mod allocations;
+mod audit;
+mod auth;
+mod nodes;
+mod roles;
+mod servers;
+mod templates;
+mod users;
+
+use crate::DbConfig;
+use crate::error::db;
+use async_trait::async_trait;
+use capcore::backend::database::*;
+use capcore::{Error, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Versioned migrations, applied in order, each in its own transaction.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+
+/// A SQLite database: a pool and one repository per table group.
+#[derive(Debug, Clone)]
+pub struct SqliteDatabase {
+    pool: SqlitePool,
+    users: users::SqliteUsers,
+    roles: roles::SqliteRoles,
+    nodes: nodes::SqliteNodes,
+    allocations: allocations::SqliteAllocations,
+    templates: templates::SqliteTemplates,
+    servers: servers::SqliteServers,
+    api_keys: auth::SqliteApiKeys,
+    sessions: auth::SqliteSessions,
+    audit: audit::SqliteAudit,
+}
+
+impl SqliteDatabase {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`, `sqlite::memory:`).
+    pub async fn connect(url: &str, config: &DbConfig) -> Result<Self> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::invalid("database_url", format!("not a SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .synchronous(SqliteSynchronous::Normal);
+        let options = if in_memory { options } else { options.journal_mode(SqliteJournalMode::Wal) };
+        let pool = SqlitePoolOptions::new()
+            // Each connection to `:memory:` would be its own empty database.
+            .max_connections(if in_memory { 1 } else { config.max_connections.max(1) })
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot open SQLite database `{url}`"), e))?;
+        Ok(Self::from_pool(pool))
+    }
+
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self {
+            users: users::SqliteUsers(pool.clone()),
+            roles: roles::SqliteRoles(pool.clone()),
+            nodes: nodes::SqliteNodes(pool.clone()),
+            allocations: allocations::SqliteAllocations(pool.clone()),
+            templates: templates::SqliteTemplates(pool.clone()),
+            servers: servers::SqliteServers(pool.clone()),
+            api_keys: auth::SqliteApiKeys(pool.clone()),
+            sessions: auth::SqliteSessions(pool.clone()),
+            audit: audit::SqliteAudit(pool.clone()),
+            pool,
+        }
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Database for SqliteDatabase {
+    fn users(&self) -> &dyn UserRepo {
+        &self.users
+    }
+    fn roles(&self) -> &dyn RoleRepo {
+        &self.roles
+    }
+    fn nodes(&self) -> &dyn NodeRepo {
+        &self.nodes
+    }
+    fn allocations(&self) -> &dyn AllocationRepo {
+        &self.allocations
+    }
+    fn templates(&self) -> &dyn TemplateRepo {
+        &self.templates
+    }
+    fn servers(&self) -> &dyn ServerRepo {
+        &self.servers
+    }
+    fn api_keys(&self) -> &dyn ApiKeyRepo {
+        &self.api_keys
+    }
+    fn sessions(&self) -> &dyn SessionRepo {
+        &self.sessions
+    }
+    fn audit(&self) -> &dyn AuditRepo {
+        &self.audit
+    }
+
+    async fn migrate(&self) -> Result<u32> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS cap_migrations (version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut applied = 0;
+        for (version, name, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM cap_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            if done.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query("INSERT INTO cap_migrations (version, name) VALUES (?, ?)")
+                .bind(version)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            tracing::info!(version, name, "applied migration");
+            applied += 1;
+        }
+        Ok(applied)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+/// Reads a text column holding an id newtype.
+pub(crate) fn get_id<T: FromStr>(row: &SqliteRow, column: &str) -> Result<T> {
+    let s: String = row.try_get(column).map_err(db)?;
+    s.parse().map_err(|_| crate::error::corrupt(column, &s))
+}
+
+pub(crate) fn get_opt_id<T: FromStr>(row: &SqliteRow, column: &str) -> Result<Option<T>> {
+    let s: Option<String> = row.try_get(column).map_err(db)?;
+    s.map(|s| s.parse().map_err(|_| crate::error::corrupt(column, &s))).transpose()
+}
+
+pub(crate) fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+    row: &'r SqliteRow,
+    column: &str,
+) -> Result<T> {
+    row.try_get(column).map_err(db)
+}
+
+/// `LIKE` pattern for a literal substring (`%`, `_` and `\` escaped; use with `ESCAPE '\'`).
+pub(crate) fn like_contains(s: &str) -> String {
+    let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// Builds a page from rows and a total count.
+pub(crate) fn to_page<T>(
+    rows: &[SqliteRow],
+    total: i64,
+    page: capcore::model::PageRequest,
+    from_row: fn(&SqliteRow) -> Result<T>,
+) -> Result<capcore::model::Page<T>> {
+    Ok(capcore::model::Page {
+        items: rows.iter().map(from_row).collect::<Result<_>>()?,
+        total: total as u64,
+        page: page.page,
+        per_page: page.per_page,
+    })
+}
+
+/// One page of a whole table in creation order (tables without filters).
+pub(crate) async fn list_table<T>(
+    pool: &SqlitePool,
+    table: &str,
+    columns: &str,
+    page: capcore::model::PageRequest,
+    from_row: fn(&SqliteRow) -> Result<T>,
+) -> Result<capcore::model::Page<T>> {
+    let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"))).fetch_one(pool).await.map_err(db)?;
+    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {columns} FROM {table} ORDER BY created_at, id LIMIT ? OFFSET ?")))
+        .bind(i64::from(page.per_page))
+        .bind(page.offset() as i64)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    to_page(&rows, total, page, from_row)
+}

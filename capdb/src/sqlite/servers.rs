@@ -1,0 +1,315 @@
+//! Servers, their allocations and subusers in SQLite.
+
+use super::{get, get_id, like_contains, to_page};
+use crate::error::{corrupt, db, map};
+use async_trait::async_trait;
+use capcore::backend::ServerRepo;
+use capcore::ids::{NodeId, ServerId, UserId};
+use capcore::model::*;
+use capcore::permission::{PermissionSet, ServerRelation};
+use capcore::state::ServerState;
+use capcore::time::Timestamp;
+use capcore::{Error, Result};
+use sqlx::AssertSqlSafe;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteServers(pub(crate) SqlitePool);
+
+const COLUMNS: &str = "id, name, description, owner_id, node_id, template_id, memory_mb, swap_mb, cpu_percent, disk_mb, \
+                       io_weight, pids, environment, state, created_at, updated_at";
+
+fn from_row(row: &SqliteRow) -> Result<Server> {
+    let env: String = get(row, "environment")?;
+    let state: String = get(row, "state")?;
+    Ok(Server {
+        id: get_id(row, "id")?,
+        name: get(row, "name")?,
+        description: get(row, "description")?,
+        owner_id: get_id(row, "owner_id")?,
+        node_id: get_id(row, "node_id")?,
+        template_id: get_id(row, "template_id")?,
+        limits: Limits {
+            memory_mb: get(row, "memory_mb")?,
+            swap_mb: get(row, "swap_mb")?,
+            cpu_percent: get(row, "cpu_percent")?,
+            disk_mb: get(row, "disk_mb")?,
+            io_weight: get(row, "io_weight")?,
+            pids: get(row, "pids")?,
+        },
+        environment: serde_json::from_str(&env).map_err(|e| corrupt("environment", e))?,
+        state: ServerState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        created_at: Timestamp(get(row, "created_at")?),
+        updated_at: Timestamp(get(row, "updated_at")?),
+    })
+}
+
+fn env_json(env: &std::collections::BTreeMap<String, String>) -> Result<String> {
+    serde_json::to_string(env).map_err(|e| Error::internal("cannot encode environment", e))
+}
+
+/// Appends the WHERE clause of a listing.
+fn push_filter(q: &mut QueryBuilder<Sqlite>, filter: &ServerFilter) {
+    q.push(" WHERE 1 = 1");
+    if let Some(user) = filter.visible_to {
+        q.push(" AND (owner_id = ")
+            .push_bind(user.to_string())
+            .push(" OR id IN (SELECT server_id FROM subusers WHERE user_id = ")
+            .push_bind(user.to_string())
+            .push("))");
+    }
+    if let Some(owner) = filter.owner_id {
+        q.push(" AND owner_id = ").push_bind(owner.to_string());
+    }
+    if let Some(node) = filter.node_id {
+        q.push(" AND node_id = ").push_bind(node.to_string());
+    }
+    if let Some(name) = &filter.name_contains {
+        q.push(" AND lower(name) LIKE ").push_bind(like_contains(&name.to_lowercase())).push(" ESCAPE '\\'");
+    }
+    if let Some(state) = filter.state {
+        q.push(" AND state = ").push_bind(state.as_str());
+    }
+}
+
+#[async_trait]
+impl ServerRepo for SqliteServers {
+    async fn create(&self, new: NewServer, now: Timestamp) -> Result<Server> {
+        let id = ServerId::new_random();
+        // IMMEDIATE takes the write lock first, so two creations cannot both see one port free.
+        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO servers ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )))
+        .bind(id.to_string())
+        .bind(&new.name)
+        .bind(&new.description)
+        .bind(new.owner_id.to_string())
+        .bind(new.node_id.to_string())
+        .bind(new.template_id.to_string())
+        .bind(new.limits.memory_mb)
+        .bind(new.limits.swap_mb)
+        .bind(new.limits.cpu_percent)
+        .bind(new.limits.disk_mb)
+        .bind(new.limits.io_weight)
+        .bind(new.limits.pids)
+        .bind(env_json(&new.environment)?)
+        .bind(ServerState::Installing.as_str())
+        .bind(now.0)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map(e, "owner, node or template", "server exists"))?;
+        let taken = match new.allocation {
+            AllocationRequest::AnyFree => sqlx::query(
+                "UPDATE allocations SET server_id = ?1, is_primary = 1 WHERE id = \
+                 (SELECT id FROM allocations WHERE node_id = ?2 AND server_id IS NULL ORDER BY ip, port LIMIT 1)",
+            )
+            .bind(id.to_string())
+            .bind(new.node_id.to_string()),
+            AllocationRequest::Specific(a) => sqlx::query(
+                "UPDATE allocations SET server_id = ?1, is_primary = 1 \
+                 WHERE id = ?3 AND node_id = ?2 AND server_id IS NULL",
+            )
+            .bind(id.to_string())
+            .bind(new.node_id.to_string())
+            .bind(a.to_string()),
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if taken.rows_affected() != 1 {
+            return Err(Error::conflict(match new.allocation {
+                AllocationRequest::AnyFree => "the node has no free allocation",
+                AllocationRequest::Specific(_) => "that allocation is taken or not on this node",
+            }));
+        }
+        tx.commit().await.map_err(db)?;
+        self.get(id).await
+    }
+
+    async fn get(&self, id: ServerId) -> Result<Server> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM servers WHERE id = ?")))
+            .bind(id.to_string())
+            .fetch_one(&self.0)
+            .await
+            .map_err(|e| map(e, "server", "server exists"))?;
+        from_row(&row)
+    }
+
+    async fn list(&self, filter: &ServerFilter, page: PageRequest) -> Result<Page<Server>> {
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM servers");
+        push_filter(&mut count, filter);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.0).await.map_err(db)?;
+        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM servers"));
+        push_filter(&mut q, filter);
+        q.push(" ORDER BY created_at, id LIMIT ")
+            .push_bind(i64::from(page.per_page))
+            .push(" OFFSET ")
+            .push_bind(page.offset() as i64);
+        let rows = q.build().fetch_all(&self.0).await.map_err(db)?;
+        to_page(&rows, total, page, from_row)
+    }
+
+    async fn update(&self, id: ServerId, patch: ServerPatch, now: Timestamp) -> Result<Server> {
+        let c = self.get(id).await?;
+        let limits = patch.limits.unwrap_or(c.limits);
+        sqlx::query(
+            "UPDATE servers SET name = ?, description = ?, owner_id = ?, memory_mb = ?, swap_mb = ?, cpu_percent = ?, \
+             disk_mb = ?, io_weight = ?, pids = ?, environment = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(patch.name.unwrap_or(c.name))
+        .bind(patch.description.unwrap_or(c.description))
+        .bind(patch.owner_id.unwrap_or(c.owner_id).to_string())
+        .bind(limits.memory_mb)
+        .bind(limits.swap_mb)
+        .bind(limits.cpu_percent)
+        .bind(limits.disk_mb)
+        .bind(limits.io_weight)
+        .bind(limits.pids)
+        .bind(env_json(&patch.environment.unwrap_or(c.environment))?)
+        .bind(now.0)
+        .bind(id.to_string())
+        .execute(&self.0)
+        .await
+        .map_err(|e| map(e, "owner", "server exists"))?;
+        self.get(id).await
+    }
+
+    async fn set_state(&self, id: ServerId, next: ServerState, now: Timestamp) -> Result<Server> {
+        let current = self.get(id).await?;
+        current.state.transition(next).map_err(|e| Error::conflict(e.to_string()))?;
+        // Compare-and-set: only if nobody moved it since we read it.
+        let done = sqlx::query("UPDATE servers SET state = ?, updated_at = ? WHERE id = ? AND state = ?")
+            .bind(next.as_str())
+            .bind(now.0)
+            .bind(id.to_string())
+            .bind(current.state.as_str())
+            .execute(&self.0)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            let now_state = self.get(id).await?.state;
+            return Err(Error::conflict(format!(
+                "the server changed to {now_state} meanwhile; cannot go from {} to {next}",
+                current.state
+            )));
+        }
+        self.get(id).await
+    }
+
+    async fn mark_node_unknown(&self, node: NodeId, now: Timestamp) -> Result<u64> {
+        let done = sqlx::query("UPDATE servers SET state = 'unknown', updated_at = ? WHERE node_id = ? AND state != 'unknown'")
+            .bind(now.0)
+            .bind(node.to_string())
+            .execute(&self.0)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete(&self, id: ServerId) -> Result<()> {
+        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        sqlx::query("UPDATE allocations SET server_id = NULL, is_primary = 0 WHERE server_id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let done = sqlx::query("DELETE FROM servers WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await.map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("server"));
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn set_subuser(&self, server: ServerId, user: UserId, permissions: PermissionSet, now: Timestamp) -> Result<Subuser> {
+        let s = self.get(server).await?;
+        if s.owner_id == user {
+            return Err(Error::conflict("the owner cannot be a subuser of their own server"));
+        }
+        sqlx::query(
+            "INSERT INTO subusers (server_id, user_id, permissions, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (server_id, user_id) DO UPDATE SET permissions = excluded.permissions",
+        )
+        .bind(server.to_string())
+        .bind(user.to_string())
+        .bind(permissions.bits() as i64)
+        .bind(now.0)
+        .execute(&self.0)
+        .await
+        .map_err(|e| map(e, "user", "subuser exists"))?;
+        let row = sqlx::query("SELECT server_id, user_id, permissions, created_at FROM subusers WHERE server_id = ? AND user_id = ?")
+            .bind(server.to_string())
+            .bind(user.to_string())
+            .fetch_one(&self.0)
+            .await
+            .map_err(db)?;
+        subuser_from_row(&row)
+    }
+
+    async fn remove_subuser(&self, server: ServerId, user: UserId) -> Result<()> {
+        let done = sqlx::query("DELETE FROM subusers WHERE server_id = ? AND user_id = ?")
+            .bind(server.to_string())
+            .bind(user.to_string())
+            .execute(&self.0)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("subuser"));
+        }
+        Ok(())
+    }
+
+    async fn list_subusers(&self, server: ServerId) -> Result<Vec<Subuser>> {
+        let rows = sqlx::query(
+            "SELECT server_id, user_id, permissions, created_at FROM subusers WHERE server_id = ? ORDER BY created_at, user_id",
+        )
+        .bind(server.to_string())
+        .fetch_all(&self.0)
+        .await
+        .map_err(db)?;
+        rows.iter().map(subuser_from_row).collect()
+    }
+
+    async fn relation(&self, server: ServerId, user: UserId) -> Result<ServerRelation> {
+        let row = sqlx::query(
+            "SELECT s.owner_id, su.permissions FROM servers s \
+             LEFT JOIN subusers su ON su.server_id = s.id AND su.user_id = ?2 WHERE s.id = ?1",
+        )
+        .bind(server.to_string())
+        .bind(user.to_string())
+        .fetch_one(&self.0)
+        .await
+        .map_err(|e| map(e, "server", "server exists"))?;
+        let owner: UserId = get_id(&row, "owner_id")?;
+        let granted: Option<i64> = get(&row, "permissions")?;
+        Ok(if owner == user {
+            ServerRelation::Owner
+        } else if let Some(bits) = granted {
+            ServerRelation::Subuser(PermissionSet::from_bits(bits as u64))
+        } else {
+            ServerRelation::None
+        })
+    }
+
+    async fn visible_ids(&self, user: UserId) -> Result<Vec<ServerId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM servers WHERE owner_id = ?1 UNION SELECT server_id FROM subusers WHERE user_id = ?1",
+        )
+        .bind(user.to_string())
+        .fetch_all(&self.0)
+        .await
+        .map_err(db)?;
+        ids.iter().map(|s| s.parse().map_err(|_| corrupt("server id", s))).collect()
+    }
+}
+
+fn subuser_from_row(row: &SqliteRow) -> Result<Subuser> {
+    Ok(Subuser {
+        server_id: get_id(row, "server_id")?,
+        user_id: get_id(row, "user_id")?,
+        permissions: PermissionSet::from_bits(get::<i64>(row, "permissions")? as u64),
+        created_at: Timestamp(get(row, "created_at")?),
+    })
+}
