@@ -154,14 +154,21 @@ pub fn password(field: &str, value: &str) -> Valid {
     Ok(())
 }
 
-/// An environment variable name as used by templates: `[A-Z_][A-Z0-9_]*`, at most 64 bytes.
+/// An environment variable name as used by templates: `[A-Za-z_][A-Za-z0-9_]*`, at most 64
+/// bytes. Names a shell acts on by itself are refused (`BASH_ENV`, `IFS`, ...), so a shell
+/// startup cannot be turned into other code by a variable's value; `PATH`, `HOME` and `PWD`
+/// belong to the agent.
 pub fn env_name(field: &str, value: &str) -> Valid {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
-        && value.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        && value.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !ok {
-        return err(field, "must be an environment variable name (A-Z, 0-9, _; not starting with a digit)");
+        return err(field, "must be an environment variable name (A-Z, a-z, 0-9, _; not starting with a digit)");
+    }
+    const RESERVED: &[&str] = &["PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "HOME", "PWD"];
+    if value.starts_with("BASH_FUNC_") || RESERVED.contains(&value) {
+        return err(field, format!("`{value}` is reserved: the shell or the agent sets it"));
     }
     Ok(())
 }
@@ -214,7 +221,11 @@ mod tests {
         assert!(password("password", "long enough").is_ok());
         assert!(env_name("env", "SERVER_JARFILE").is_ok());
         assert!(env_name("env", "1X").is_err());
-        assert!(env_name("env", "lower").is_err());
+        assert!(env_name("env", "lower_ok").is_ok());
+        assert!(env_name("env", "LD_LIBRARY_PATH").is_ok());
+        assert!(env_name("env", "PATH").is_err());
+        assert!(env_name("env", "BASH_ENV").is_err());
+        assert!(env_name("env", "a-b").is_err());
         assert!(int_in("memory_mb", 0, 1, 10).is_err());
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const NOT_AN_EGG: &str = "not an egg: no meta.version";
 
 /// How many files import, by kind of startup command; a change here is a behaviour change.
-const IMPORTED_ARGV: usize = 275;
+const IMPORTED_ARGV: usize = 281;
 const IMPORTED_SHELL: usize = 104;
 
 /// Files that are refused, with the exact error: game config files that sit beside the eggs, and
@@ -52,31 +52,6 @@ const REFUSALS: &[(&str, &str)] = &[
     (
         "parkervcp/game_eggs/steamcmd_servers/mordhau/egg-mordhau-wine.json",
         "invalid template: variables[11].env: `WINDOWS_INSTALL` is defined twice",
-    ),
-    // Lower-case variable names (`discord_token`), which `validate::env_name` does not accept.
-    (
-        "parkervcp/bots/discord/muse/egg-muse.json",
-        "invalid template: variables[0].env: must be an environment variable name (A-Z, 0-9, _; not starting with a digit)",
-    ),
-    (
-        "parkervcp/game_eggs/gta/samp/egg-s-a--m-p.json",
-        "invalid template: variables[0].env: must be an environment variable name (A-Z, 0-9, _; not starting with a digit)",
-    ),
-    (
-        "parkervcp/game_eggs/steamcmd_servers/post_scriptum/egg-post-scriptum.json",
-        "invalid template: variables[4].env: must be an environment variable name (A-Z, 0-9, _; not starting with a digit)",
-    ),
-    (
-        "parkervcp/game_eggs/steamcmd_servers/squad/egg-squad.json",
-        "invalid template: variables[3].env: must be an environment variable name (A-Z, 0-9, _; not starting with a digit)",
-    ),
-    (
-        "parkervcp/game_eggs/tycoon_games/openttd/egg-open-t-t-d-server.json",
-        "invalid template: variables[0].env: must be an environment variable name (A-Z, 0-9, _; not starting with a digit)",
-    ),
-    (
-        "parkervcp/software/grafana/egg-grafana.json",
-        "invalid template: variables[1].env: must be an environment variable name (A-Z, 0-9, _; not starting with a digit)",
     ),
 ];
 

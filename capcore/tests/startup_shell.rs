@@ -42,6 +42,9 @@ fn run(rendered: &RenderedCommand, shell: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// A script and what it prints for a value.
+type Case = (&'static str, fn(&str) -> String);
+
 fn render(line: &str, pairs: &[(&str, &str)]) -> RenderedCommand {
     let env: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     StartupCommand::parse(line).unwrap().render(&env).unwrap()
@@ -65,7 +68,7 @@ fn argv_mode_passes_values_unchanged() {
 #[test]
 fn script_mode_passes_values_unchanged_in_every_quoting_context() {
     // (script, what it prints for value v); `$( )` and backquotes drop trailing newlines.
-    let cases: &[(&str, fn(&str) -> String)] = &[
+    let cases: &[Case] = &[
         ("printf '%s' {{X}}; true", |v| v.into()),
         ("printf '%s' \"{{X}}\"; true", |v| v.into()),
         ("printf '%s' '{{X}}'; true", |v| v.into()),

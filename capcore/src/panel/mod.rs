@@ -106,21 +106,8 @@ impl Panel {
     pub async fn bootstrap(&self, first_admin: FirstAdmin) -> Result<BootstrapReport> {
         let s = &self.state;
         let migrations = s.db.migrate().await?;
+        self.bootstrap_roles().await?;
         let now = s.clock.now();
-        for role in DEFAULT_ROLES {
-            if s.db.roles().find_by_name(role.name).await?.is_none() {
-                let new = NewRole {
-                    name: role.name.into(),
-                    description: role.description.into(),
-                    permissions: (role.permissions)(),
-                    builtin: true,
-                };
-                match s.db.roles().create(new, now).await {
-                    Ok(_) | Err(Error::Conflict { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
         let mut report = BootstrapReport { migrations_applied: migrations, admin_created: None, generated_password: None };
         if s.db.users().count().await? == 0 {
             let email = crate::validate::email("admin_email", &first_admin.email)?;
@@ -137,6 +124,26 @@ impl Panel {
             report.generated_password = generated.then_some(password);
         }
         Ok(report)
+    }
+
+    /// Creates the default roles that are missing (idempotent, safe under concurrency).
+    pub async fn bootstrap_roles(&self) -> Result<()> {
+        let s = &self.state;
+        for role in DEFAULT_ROLES {
+            if s.db.roles().find_by_name(role.name).await?.is_none() {
+                let new = NewRole {
+                    name: role.name.into(),
+                    description: role.description.into(),
+                    permissions: (role.permissions)(),
+                    builtin: true,
+                };
+                match s.db.roles().create(new, s.clock.now()).await {
+                    Ok(_) | Err(Error::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Appends an audit event; see [`PanelState::audit`].

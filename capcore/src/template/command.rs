@@ -407,11 +407,11 @@ fn rewrite_script(
         if rest.starts_with("${{") {
             return Err(CommandError::MalformedPlaceholder(rest.chars().take(24).collect()));
         }
-        if rest.starts_with('\\') {
-            if rest[1..].starts_with("{{") {
-                return Err(CommandError::EscapedPlaceholder(rest[1..].chars().take(24).collect()));
+        if let Some(escaped) = rest.strip_prefix('\\') {
+            if escaped.starts_with("{{") {
+                return Err(CommandError::EscapedPlaceholder(escaped.chars().take(24).collect()));
             }
-            let len = 1 + rest[1..].chars().next().map_or(0, char::len_utf8);
+            let len = 1 + escaped.chars().next().map_or(0, char::len_utf8);
             out.push_str(&rest[..len]);
             i += len;
             continue;

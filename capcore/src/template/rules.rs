@@ -212,7 +212,7 @@ fn php_trim(value: &str) -> &str {
 
 /// PHP's `is_numeric`: optional surrounding white space, sign, decimal digits with an optional
 /// fraction, optional exponent. No hex, no `inf`/`nan`.
-pub(crate) fn is_numeric(value: &str) -> bool {
+fn is_numeric(value: &str) -> bool {
     let s = php_trim(value);
     let s = s.strip_prefix(['+', '-']).unwrap_or(s);
     let (mantissa, exponent) = match s.find(['e', 'E']) {

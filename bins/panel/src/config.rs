@@ -1,0 +1,245 @@
+//! The panel's configuration: a TOML file plus `CAP_*` environment variables, validated at
+//! start with errors that name the key.
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything `cap-panel` can be told. Every field has a default; see the README's reference.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on (`CAP_LISTEN`).
+    pub listen: SocketAddr,
+    /// Where state lives (`CAP_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Database URL (`CAP_DATABASE_URL`); default SQLite at `<data_dir>/cap.db`.
+    pub database_url: Option<String>,
+    /// `memory` or `redis://...` (`CAP_CACHE_URL`).
+    pub cache_url: String,
+    /// Run the embedded local agent (`CAP_LOCAL_AGENT`).
+    pub local_agent: bool,
+    /// The first admin, used only when no user exists (`CAP_ADMIN_EMAIL`, `CAP_ADMIN_PASSWORD`).
+    pub admin_email: String,
+    pub admin_password: Option<String>,
+    pub auth: AuthSection,
+    pub http: HttpSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Access-token lifetime in seconds.
+    pub access_ttl_secs: u64,
+    /// Refresh-token lifetime in days.
+    pub refresh_ttl_days: u64,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    pub login_attempts_per_account: u32,
+    pub login_attempts_per_ip: u32,
+    pub login_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    pub max_body_bytes: usize,
+    pub cookie_secure: bool,
+    pub trust_proxy: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid default"),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            cache_url: "memory".into(),
+            local_agent: true,
+            admin_email: "admin@localhost.localdomain".into(),
+            admin_password: None,
+            auth: AuthSection::default(),
+            http: HttpSection::default(),
+        }
+    }
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            access_ttl_secs: 900,
+            refresh_ttl_days: 30,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            login_attempts_per_account: 5,
+            login_attempts_per_ip: 30,
+            login_window_secs: 900,
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self { max_body_bytes: 1024 * 1024, cookie_secure: true, trust_proxy: false }
+    }
+}
+
+/// The environment variables read, and the key each one sets.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("CAP_LISTEN", "listen"),
+    ("CAP_DATA_DIR", "data_dir"),
+    ("CAP_DATABASE_URL", "database_url"),
+    ("CAP_CACHE_URL", "cache_url"),
+    ("CAP_LOCAL_AGENT", "local_agent"),
+    ("CAP_ADMIN_EMAIL", "admin_email"),
+    ("CAP_ADMIN_PASSWORD", "admin_password"),
+];
+
+impl Config {
+    /// Reads the TOML file (if any), then applies the environment, then validates.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self> {
+        let mut config = match file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+                Self::from_toml(&text).with_context(|| format!("in config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid configuration: {}", e.message().trim_end()).context(describe_span(text, e.span())))
+    }
+
+    fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<()> {
+        for (var, key) in ENV_KEYS {
+            let Some(value) = env.get(*var) else { continue };
+            let bad = |what: &str| anyhow::anyhow!("environment variable {var} (config key `{key}`): {what}");
+            match *key {
+                "listen" => self.listen = value.parse().map_err(|_| bad("must be an address like 127.0.0.1:8080"))?,
+                "data_dir" => self.data_dir = PathBuf::from(value),
+                "database_url" => self.database_url = Some(value.clone()),
+                "cache_url" => self.cache_url = value.clone(),
+                "local_agent" => {
+                    self.local_agent = match value.to_ascii_lowercase().as_str() {
+                        "1" | "true" | "yes" | "on" => true,
+                        "0" | "false" | "no" | "off" => false,
+                        _ => return Err(bad("must be true or false")),
+                    }
+                }
+                "admin_email" => self.admin_email = value.clone(),
+                "admin_password" => self.admin_password = Some(value.clone()),
+                _ => unreachable!("every key in ENV_KEYS is handled"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("config key `data_dir`: must not be empty");
+        }
+        if let Some(url) = &self.database_url {
+            let scheme = url.split(':').next().unwrap_or_default();
+            if !["sqlite", "postgres", "postgresql", "mysql", "mariadb", "mongodb"].contains(&scheme) {
+                bail!("config key `database_url`: unknown scheme `{scheme}` (expected sqlite://, postgres://, mysql://, mariadb:// or mongodb://)");
+            }
+        }
+        if self.cache_url != "memory" && !self.cache_url.starts_with("redis://") && !self.cache_url.starts_with("rediss://") {
+            bail!("config key `cache_url`: must be `memory` or a redis:// URL");
+        }
+        capcore::validate::email("admin_email", &self.admin_email).map_err(|e| anyhow::anyhow!("config key `{e}`"))?;
+        if let Some(p) = &self.admin_password {
+            capcore::validate::password("admin_password", p).map_err(|e| anyhow::anyhow!("config key `{e}`"))?;
+        }
+        let a = &self.auth;
+        if !(60..=86_400).contains(&a.access_ttl_secs) {
+            bail!("config key `auth.access_ttl_secs`: must be between 60 and 86400");
+        }
+        if !(1..=365).contains(&a.refresh_ttl_days) {
+            bail!("config key `auth.refresh_ttl_days`: must be between 1 and 365");
+        }
+        if !(8 * 1024..=4 * 1024 * 1024).contains(&a.argon2_memory_kib) {
+            bail!("config key `auth.argon2_memory_kib`: must be between 8192 and 4194304");
+        }
+        if !(1..=100).contains(&a.argon2_iterations) {
+            bail!("config key `auth.argon2_iterations`: must be between 1 and 100");
+        }
+        if !(1..=64).contains(&a.argon2_parallelism) {
+            bail!("config key `auth.argon2_parallelism`: must be between 1 and 64");
+        }
+        if a.login_attempts_per_account == 0 || a.login_attempts_per_ip == 0 {
+            bail!("config key `auth.login_attempts_per_account`/`auth.login_attempts_per_ip`: must be at least 1");
+        }
+        if !(1..=86_400).contains(&a.login_window_secs) {
+            bail!("config key `auth.login_window_secs`: must be between 1 and 86400");
+        }
+        if !(1024..=1024 * 1024 * 1024).contains(&self.http.max_body_bytes) {
+            bail!("config key `http.max_body_bytes`: must be between 1024 and 1073741824");
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("cap.db").display()))
+    }
+}
+
+fn describe_span(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => {
+            let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+            format!("at line {line}")
+        }
+        None => "in the configuration".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::load(None, &HashMap::new()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url(), "sqlite://./data/cap.db");
+        assert_eq!(c.cache_url, "memory");
+        assert!(c.local_agent);
+    }
+
+    #[test]
+    fn env_overrides_file_and_errors_name_the_key() {
+        let c = Config::from_toml("listen = \"127.0.0.1:9000\"\n[auth]\naccess_ttl_secs = 600\n").unwrap();
+        assert_eq!(c.auth.access_ttl_secs, 600);
+        let mut c2 = c.clone();
+        c2.apply_env(&env(&[("CAP_LISTEN", "127.0.0.1:9100"), ("CAP_LOCAL_AGENT", "false")])).unwrap();
+        assert_eq!(c2.listen.port(), 9100);
+        assert!(!c2.local_agent);
+        let e = c2.apply_env(&env(&[("CAP_LOCAL_AGENT", "maybe")])).unwrap_err().to_string();
+        assert_eq!(e, "environment variable CAP_LOCAL_AGENT (config key `local_agent`): must be true or false");
+        let e = format!("{:#}", Config::from_toml("lisen = \"x\"").unwrap_err());
+        assert!(e.contains("unknown field `lisen`"), "{e}");
+        let e = format!("{:#}", Config::from_toml("[auth]\naccess_ttl_secs = \"soon\"").unwrap_err());
+        assert!(e.contains("at line 2") && e.contains("invalid type"), "{e}");
+        let mut bad = Config::default();
+        bad.auth.access_ttl_secs = 1;
+        assert_eq!(bad.validate().unwrap_err().to_string(), "config key `auth.access_ttl_secs`: must be between 60 and 86400");
+        bad = Config { cache_url: "memcached://x".into(), ..Config::default() };
+        assert!(bad.validate().unwrap_err().to_string().starts_with("config key `cache_url`"));
+    }
+}

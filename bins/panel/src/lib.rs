@@ -1,0 +1,283 @@
+//! The reference panel binary as a library: configuration, wiring, serving and the admin CLI.
+//!
+//! `main.rs` only calls [`main_with_args`]; everything here can be called from a test.
+//!
+//! ```
+//! let config = cap_panel::config::Config::from_toml("listen = \"127.0.0.1:9000\"").unwrap();
+//! assert_eq!(config.listen.port(), 9000);
+//! assert_eq!(config.cache_url, "memory");
+//! ```
+
+pub mod config;
+
+use anyhow::{Context, Result, bail};
+use capauth::{AuthConfig, CapAuthenticator, MemoryCache, PasswordConfig};
+use capcore::backend::{Authenticator, Cache, Database};
+use capcore::model::{AuditResult, NewUser, PageRequest, UserPatch};
+use capcore::panel::{FirstAdmin, Panel, PanelConfig};
+use clap::{Parser, Subcommand};
+use config::Config;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "cap-panel", version, about = "The Ctrl-Alt-Play panel")]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "CAP_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the panel (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; prints a generated password when none is given.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: Option<String>,
+        /// Role names (repeatable); default `user`.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// List users.
+    List,
+    /// Set a new password (printed when generated) and end the user's sessions.
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+}
+
+/// Parses `args` and runs the command.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> Result<()> {
+    let cli = Cli::parse_from(args);
+    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("CAP_")).collect();
+    let config = Config::load(cli.config.as_deref(), &env)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config))
+}
+
+/// Runs one command with a loaded configuration.
+pub async fn run(command: Command, config: Config) -> Result<()> {
+    match command {
+        Command::Serve => serve(config, shutdown_signal()).await,
+        Command::Migrate => {
+            let wired = wire(&config).await?;
+            let n = wired.db.migrate().await?;
+            println!("applied {n} migration(s)");
+            Ok(())
+        }
+        Command::User(cmd) => user_command(&config, cmd).await,
+    }
+}
+
+/// The backends and the panel, built from configuration.
+#[allow(missing_debug_implementations)]
+pub struct Wired {
+    pub panel: Panel,
+    pub db: Arc<dyn Database>,
+    pub auth: Arc<dyn Authenticator>,
+}
+
+/// Opens the database and cache, loads (or creates) the token secret, builds the panel.
+pub async fn wire(config: &Config) -> Result<Wired> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let db = capdb::connect(&config.database_url(), &capdb::DbConfig::default())
+        .await
+        .context("config key `database_url`")?;
+    let cache: Arc<dyn Cache> = if config.cache_url == "memory" {
+        Arc::new(MemoryCache::default())
+    } else {
+        bail!("config key `cache_url`: the Redis cache is not part of this build; use `memory`");
+    };
+    let a = &config.auth;
+    let auth_config = AuthConfig {
+        jwt_secret: load_or_create_secret(&config.data_dir.join("jwt-secret"))?,
+        access_ttl: Duration::from_secs(a.access_ttl_secs),
+        refresh_ttl: Duration::from_secs(a.refresh_ttl_days * 24 * 3600),
+        password: PasswordConfig {
+            memory_kib: a.argon2_memory_kib,
+            iterations: a.argon2_iterations,
+            parallelism: a.argon2_parallelism,
+        },
+        login_attempts_per_account: a.login_attempts_per_account,
+        login_attempts_per_ip: a.login_attempts_per_ip,
+        login_window: Duration::from_secs(a.login_window_secs),
+        totp_issuer: "Ctrl-Alt-Play".into(),
+    };
+    let auth: Arc<dyn Authenticator> = Arc::new(CapAuthenticator::new(db.clone(), cache.clone(), auth_config)?);
+    let panel_config = PanelConfig {
+        max_body_bytes: config.http.max_body_bytes,
+        cookie_secure: config.http.cookie_secure,
+        trust_proxy: config.http.trust_proxy,
+        ..PanelConfig::default()
+    };
+    let panel = Panel::new(db.clone(), cache, auth.clone(), panel_config);
+    Ok(Wired { panel, db, auth })
+}
+
+/// The HMAC secret for access tokens, kept in the data directory so sessions survive restarts.
+fn load_or_create_secret(path: &Path) -> Result<Vec<u8>> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let secret = data_encoding::HEXLOWER
+            .decode(text.trim().as_bytes())
+            .with_context(|| format!("{} is not a hex secret", path.display()))?;
+        if secret.len() < 32 {
+            bail!("{} holds a secret shorter than 32 bytes", path.display());
+        }
+        return Ok(secret);
+    }
+    let mut secret = vec![0u8; 64];
+    rand::fill(&mut secret[..]);
+    write_private(path, &data_encoding::HEXLOWER.encode(&secret))?;
+    Ok(secret)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Bootstraps and serves until `shutdown` completes.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let wired = wire(&config).await?;
+    let report = wired
+        .panel
+        .bootstrap(FirstAdmin {
+            username: "admin".into(),
+            email: config.admin_email.clone(),
+            password: config.admin_password.clone(),
+        })
+        .await
+        .context("bootstrapping the panel")?;
+    if let Some(email) = &report.admin_created {
+        match &report.generated_password {
+            Some(p) => println!("created the first admin: {email} with password {p} (shown once; change it after login)"),
+            None => println!("created the first admin: {email} with the configured password"),
+        }
+    }
+    if config.local_agent {
+        tracing::info!("local agent requested; this build has no embedded agent yet, so no `local` node is started");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("config key `listen`: cannot listen on {}", config.listen))?;
+    tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "cap-panel listening");
+    axum::serve(listener, wired.panel.router().into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
+    let wired = wire(config).await?;
+    wired.db.migrate().await?;
+    let state = wired.panel.state().clone();
+    let now = state.now();
+    match cmd {
+        UserCommand::Create { username, email, password, roles } => {
+            capcore::validate::username("username", &username)?;
+            let email = capcore::validate::email("email", &email)?;
+            let (password, generated) = password.map_or_else(|| (capcore::panel::generate_password(), true), |p| (p, false));
+            capcore::validate::password("password", &password)?;
+            wired.panel.bootstrap_roles().await?;
+            let roles = if roles.is_empty() { vec!["user".to_string()] } else { roles };
+            let mut role_ids = Vec::new();
+            for name in &roles {
+                let role = wired.db.roles().find_by_name(name).await?.with_context(|| format!("no role named `{name}`"))?;
+                role_ids.push(role.id);
+            }
+            let hash = wired.auth.hash_password(&password).await?;
+            let user = wired.db.users().create(NewUser { username, email, password_hash: hash }, now).await?;
+            for r in role_ids {
+                wired.db.roles().assign(user.id, r).await?;
+            }
+            state.audit(None, "user.create", &format!("user:{}", user.id), None, AuditResult::Success, serde_json::json!({"via": "cli"})).await;
+            println!("created user {} <{}> with roles {}", user.username, user.email, roles.join(", "));
+            if generated {
+                println!("password: {password} (shown once)");
+            }
+        }
+        UserCommand::List => {
+            let mut page = 1;
+            println!("{:<36}  {:<24}  {:<32}  roles", "id", "username", "email");
+            loop {
+                let users = wired.db.users().list(None, PageRequest::new(page, PageRequest::MAX_PER_PAGE)).await?;
+                for u in &users.items {
+                    let roles: Vec<String> = wired.db.roles().roles_of(u.id).await?.into_iter().map(|r| r.name).collect();
+                    let flag = if u.disabled { " (disabled)" } else { "" };
+                    println!("{:<36}  {:<24}  {:<32}  {}{flag}", u.id, u.username, u.email, roles.join(","));
+                }
+                if u64::from(page) * u64::from(PageRequest::MAX_PER_PAGE) >= users.total {
+                    break;
+                }
+                page += 1;
+            }
+        }
+        UserCommand::ResetPassword { email, password } => {
+            let user = wired.db.users().find_by_email(&email).await?.with_context(|| format!("no user with email {email}"))?;
+            let (password, generated) = password.map_or_else(|| (capcore::panel::generate_password(), true), |p| (p, false));
+            capcore::validate::password("password", &password)?;
+            let hash = wired.auth.hash_password(&password).await?;
+            wired.db.users().update(user.id, UserPatch { password_hash: Some(hash), ..Default::default() }, now).await?;
+            let ended = wired.auth.logout_everywhere(user.id, now).await?;
+            state.audit(None, "user.password_reset", &format!("user:{}", user.id), None, AuditResult::Success, serde_json::json!({"via": "cli"})).await;
+            println!("password of {} reset; {ended} session(s) ended", user.email);
+            if generated {
+                println!("password: {password} (shown once)");
+            }
+        }
+    }
+    Ok(())
+}
