@@ -96,7 +96,13 @@ impl CapAuthenticator {
         Ok(n >= i64::from(self.config.login_attempts_per_account))
     }
 
-    async fn issue(&self, session: &Session, csrf: String, refresh_token: String, now: Timestamp) -> Result<IssuedSession> {
+    async fn issue(
+        &self,
+        session: &Session,
+        csrf: String,
+        refresh_token: String,
+        now: Timestamp,
+    ) -> Result<IssuedSession> {
         let exp = secs(now) + self.config.access_ttl.as_secs() as i64;
         let claims = AccessClaims { sub: session.user_id, sid: session.id, csrf: csrf.clone(), iat: secs(now), exp };
         Ok(IssuedSession {
@@ -157,7 +163,11 @@ impl CapAuthenticator {
         self.live_user(stored.user_id).await?;
         let global = self.db.roles().global_permissions(stored.user_id).await?;
         self.db.api_keys().touch(stored.id, now).await?;
-        Ok(Principal { user_id: stored.user_id, global, via: AuthVia::ApiKey { id: stored.id, limit: stored.permissions } })
+        Ok(Principal {
+            user_id: stored.user_id,
+            global,
+            via: AuthVia::ApiKey { id: stored.id, limit: stored.permissions },
+        })
     }
 }
 
@@ -240,7 +250,9 @@ impl Authenticator for CapAuthenticator {
     async fn logout(&self, principal: &Principal, _now: Timestamp) -> Result<()> {
         match &principal.via {
             AuthVia::Session { id, .. } => self.db.sessions().revoke(*id).await,
-            AuthVia::ApiKey { .. } => Err(Error::conflict("an API key has no session to log out of; revoke the key instead")),
+            AuthVia::ApiKey { .. } => {
+                Err(Error::conflict("an API key has no session to log out of; revoke the key instead"))
+            }
         }
     }
 
@@ -272,7 +284,9 @@ impl Authenticator for CapAuthenticator {
     async fn hash_password(&self, password: &str) -> Result<String> {
         let cfg = self.config.password;
         let password = password.to_string();
-        tokio::task::spawn_blocking(move || cfg.hash(&password)).await.map_err(|e| Error::internal("hashing failed", e))?
+        tokio::task::spawn_blocking(move || cfg.hash(&password))
+            .await
+            .map_err(|e| Error::internal("hashing failed", e))?
     }
 
     async fn create_api_key(
@@ -326,7 +340,10 @@ impl Authenticator for CapAuthenticator {
         }
         let secret = totp::new_secret();
         self.cache.set(&format!("cap:totp-pending:{user}"), secret.as_bytes(), Some(Duration::from_secs(600))).await?;
-        Ok(TotpSetup { otpauth_uri: totp::otpauth_uri(&self.config.totp_issuer, &u.email, &secret), secret_base32: secret })
+        Ok(TotpSetup {
+            otpauth_uri: totp::otpauth_uri(&self.config.totp_issuer, &u.email, &secret),
+            secret_base32: secret,
+        })
     }
 
     async fn totp_confirm(&self, user: UserId, code: &str, now: Timestamp) -> Result<()> {

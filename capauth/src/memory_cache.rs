@@ -55,7 +55,8 @@ impl MemoryCache {
         if map.len() >= self.config.max_keys.max(1) && !map.contains_key(key) {
             map.retain(|_, e| e.live(now));
             if map.len() >= self.config.max_keys.max(1) {
-                let victim = map.iter().min_by_key(|(_, e)| e.expires.unwrap_or(now + Duration::from_secs(u32::MAX as u64)));
+                let victim =
+                    map.iter().min_by_key(|(_, e)| e.expires.unwrap_or(now + Duration::from_secs(u32::MAX as u64)));
                 if let Some(k) = victim.map(|(k, _)| k.clone()) {
                     map.remove(&k);
                 }
@@ -96,7 +97,9 @@ impl Cache for MemoryCache {
         let now = Instant::now();
         let mut map = self.entries.lock().expect("cache lock");
         let current = match map.get(key) {
-            Some(e) if e.live(now) => Some((std::str::from_utf8(&e.value).ok().and_then(|s| s.parse::<i64>().ok()), e.expires)),
+            Some(e) if e.live(now) => {
+                Some((std::str::from_utf8(&e.value).ok().and_then(|s| s.parse::<i64>().ok()), e.expires))
+            }
             _ => None,
         };
         let (value, expires) = match current {
@@ -112,20 +115,20 @@ impl Cache for MemoryCache {
 
     async fn publish(&self, channel: &str, message: &[u8]) -> Result<()> {
         let mut channels = self.channels.lock().expect("channel lock");
-        if let Some(tx) = channels.get(channel) {
-            if tx.send(message.to_vec()).is_err() {
-                // Nobody listens any more: forget the channel so the map does not grow.
-                channels.remove(channel);
-            }
+        if let Some(tx) = channels.get(channel)
+            && tx.send(message.to_vec()).is_err()
+        {
+            // Nobody listens any more: forget the channel so the map does not grow.
+            channels.remove(channel);
         }
         Ok(())
     }
 
     async fn subscribe(&self, channel: &str) -> Result<Subscription> {
-        let rx = self
-            .channels
-            .lock()
-            .expect("channel lock")
+        let mut channels = self.channels.lock().expect("channel lock");
+        // Channels whose subscribers all left are forgotten here too, not only on publish.
+        channels.retain(|_, tx| tx.receiver_count() > 0);
+        let rx = channels
             .entry(channel.to_string())
             .or_insert_with(|| broadcast::channel(self.config.channel_capacity.max(1)).0)
             .subscribe();

@@ -87,7 +87,13 @@ mod tests {
     use uuid::Uuid;
 
     fn claims(exp: i64) -> AccessClaims {
-        AccessClaims { sub: UserId(Uuid::from_u128(1)), sid: SessionId(Uuid::from_u128(2)), csrf: "c".into(), iat: 0, exp }
+        AccessClaims {
+            sub: UserId(Uuid::from_u128(1)),
+            sid: SessionId(Uuid::from_u128(2)),
+            csrf: "c".into(),
+            iat: 0,
+            exp,
+        }
     }
 
     #[test]

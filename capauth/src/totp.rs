@@ -40,7 +40,13 @@ pub fn verify(secret_base32: &str, code: &str, unix_secs: i64) -> Option<i64> {
 pub fn otpauth_uri(issuer: &str, account: &str, secret_base32: &str) -> String {
     let enc = |s: &str| {
         s.bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
             .collect::<String>()
     };
     format!(
@@ -82,6 +88,9 @@ mod tests {
         assert_eq!(verify(&secret, &code, now + 3 * STEP_SECS), None, "three steps late is not");
         assert_eq!(verify(&secret, "12345", now), None);
         assert_eq!(verify(&secret, "abcdef", now), None);
-        assert!(otpauth_uri("Ctrl Alt Play", "ada@example.org", &secret).starts_with("otpauth://totp/Ctrl%20Alt%20Play:ada@example.org?secret="));
+        assert!(
+            otpauth_uri("Ctrl Alt Play", "ada@example.org", &secret)
+                .starts_with("otpauth://totp/Ctrl%20Alt%20Play:ada@example.org?secret=")
+        );
     }
 }

@@ -181,10 +181,7 @@ impl PermissionSet {
     }
     /// Parses names; the error names the first unknown one.
     pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Self, String> {
-        names
-            .iter()
-            .map(|n| Permission::from_name(n.as_ref()).ok_or_else(|| n.as_ref().to_string()))
-            .collect()
+        names.iter().map(|n| Permission::from_name(n.as_ref()).ok_or_else(|| n.as_ref().to_string())).collect()
     }
 }
 
@@ -306,7 +303,11 @@ pub struct DefaultRole {
 /// nothing structural) and `user` (nothing global: access comes from owning or sharing servers).
 pub const DEFAULT_ROLES: [DefaultRole; 3] = [
     DefaultRole { name: "admin", description: "every permission", permissions: PermissionSet::all },
-    DefaultRole { name: "moderator", description: "operates every server, reads the audit log", permissions: moderator },
+    DefaultRole {
+        name: "moderator",
+        description: "operates every server, reads the audit log",
+        permissions: moderator,
+    },
     DefaultRole { name: "user", description: "access through owned and shared servers only", permissions: user },
 ];
 
@@ -391,10 +392,7 @@ pub fn from_pterodactyl_keys<S: AsRef<str>>(keys: &[S]) -> Result<PermissionSet,
     let mut set = PermissionSet::EMPTY;
     for key in keys {
         let key = key.as_ref();
-        let (_, perms) = PTERODACTYL_SUBUSER_KEYS
-            .iter()
-            .find(|(k, _)| *k == key)
-            .ok_or_else(|| key.to_string())?;
+        let (_, perms) = PTERODACTYL_SUBUSER_KEYS.iter().find(|(k, _)| *k == key).ok_or_else(|| key.to_string())?;
         set = set.union(perms.iter().copied().collect());
     }
     Ok(set)

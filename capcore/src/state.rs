@@ -66,17 +66,18 @@ impl ServerState {
         if self == next {
             return false;
         }
-        match (self, next) {
-            (_, Unknown) | (Unknown, _) => true,
-            (Installing, Offline | InstallFailed) => true,
-            (InstallFailed, Installing) => true,
-            (Offline, Starting | Installing) => true,
-            (Starting, Running | Stopping | Crashed | Offline) => true,
-            (Running, Stopping | Crashed | Offline) => true,
-            (Stopping, Offline | Crashed) => true,
-            (Crashed, Starting | Offline | Installing) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (_, Unknown)
+                | (Unknown, _)
+                | (Installing, Offline | InstallFailed)
+                | (InstallFailed, Installing)
+                | (Offline, Starting | Installing)
+                | (Starting, Running | Stopping | Crashed | Offline)
+                | (Running, Stopping | Crashed | Offline)
+                | (Stopping, Offline | Crashed)
+                | (Crashed, Starting | Offline | Installing)
+        )
     }
 
     /// The checked step: `Err` names both states.

@@ -76,7 +76,8 @@ pub fn email(field: &str, value: &str) -> Valid<String> {
     let Some((local, domain)) = value.split_once('@') else {
         return err(field, "must be an email address");
     };
-    let bad_char = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | '"' | '\\');
+    let bad_char =
+        |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | '"' | '\\');
     if local.is_empty() || local.len() > 64 || local.chars().any(bad_char) || domain.contains('@') {
         return err(field, "must be an email address");
     }
@@ -184,7 +185,10 @@ mod tests {
         assert_eq!(name("name", "", 64).unwrap_err().problem, "must not be empty");
         assert_eq!(name("name", " x", 64).unwrap_err().problem, "must not start or end with white space");
         assert_eq!(name("name", "a\u{0}b", 64).unwrap_err().problem, "must not contain control characters");
-        assert_eq!(name("server.name", &"x".repeat(65), 64).unwrap_err().to_string(), "server.name: must be at most 64 characters");
+        assert_eq!(
+            name("server.name", &"x".repeat(65), 64).unwrap_err().to_string(),
+            "server.name: must be at most 64 characters"
+        );
     }
 
     #[test]

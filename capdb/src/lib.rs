@@ -72,5 +72,8 @@ pub async fn connect(url: &str, config: &DbConfig) -> Result<Arc<dyn Database>> 
 
 #[cfg(not(feature = "sqlite"))]
 fn compiled_out(feature: &str) -> Error {
-    Error::invalid("database_url", format!("this build has no `{feature}` backend; rebuild capdb with feature `{feature}`"))
+    Error::invalid(
+        "database_url",
+        format!("this build has no `{feature}` backend; rebuild capdb with feature `{feature}`"),
+    )
 }

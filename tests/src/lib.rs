@@ -13,15 +13,19 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use capauth::{AuthConfig, CapAuthenticator, MemoryCache, PasswordConfig};
-use capcore::backend::{Authenticator, Cache, Database};
-use capcore::panel::{FirstAdmin, ManualClock, Panel, PanelConfig};
+use capcore::backend::{Authenticator, Cache, Credential, Database};
+use capcore::ids::{NodeId, ServerId};
+use capcore::model::PageRequest;
+use capcore::panel::{AgentCommand, Clock, FirstAdmin, ManualClock, Panel, PanelConfig};
+use capcore::state::ServerState;
 use capcore::time::Timestamp;
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 pub const ADMIN_EMAIL: &str = "admin@example.org";
@@ -38,6 +42,9 @@ pub struct TestPanel {
     pub cache: Arc<dyn Cache>,
     pub auth: Arc<dyn Authenticator>,
     pub clock: Arc<ManualClock>,
+    /// The admin session the setup helpers share, so setup does not eat into the login rate
+    /// limits that tests check.
+    admin_token: Mutex<Option<String>>,
 }
 
 /// A way to authenticate requests.
@@ -46,7 +53,10 @@ pub enum Cred {
     None,
     Bearer(String),
     /// Browser-style: the access cookie, plus the CSRF token to echo (or not).
-    Cookie { access: String, csrf: Option<String> },
+    Cookie {
+        access: String,
+        csrf: Option<String>,
+    },
 }
 
 impl Cred {
@@ -97,12 +107,19 @@ impl TestPanel {
             .await
             .expect("bootstrap");
         let router = panel.router();
-        Self { panel, router, db, cache, auth, clock }
+        Self { panel, router, db, cache, auth, clock, admin_token: Mutex::new(None) }
     }
 
     /// Sends a request from 127.0.0.1 and returns status and JSON body (`Null` when empty,
     /// `{"raw": text}` when not JSON).
-    pub async fn send(&self, method: Method, path: &str, cred: &Cred, body: Option<Body>, content_type: Option<&str>) -> (StatusCode, Value, axum::http::HeaderMap) {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        cred: &Cred,
+        body: Option<Body>,
+        content_type: Option<&str>,
+    ) -> (StatusCode, Value, HeaderMap) {
         self.send_from(method, path, cred, body, content_type, "127.0.0.1:40000").await
     }
 
@@ -114,7 +131,7 @@ impl TestPanel {
         body: Option<Body>,
         content_type: Option<&str>,
         peer: &str,
-    ) -> (StatusCode, Value, axum::http::HeaderMap) {
+    ) -> (StatusCode, Value, HeaderMap) {
         let mut req = Request::builder().method(method).uri(path);
         match cred {
             Cred::None => {}
@@ -129,7 +146,11 @@ impl TestPanel {
         if let Some(ct) = content_type {
             req = req.header(header::CONTENT_TYPE, ct);
         }
-        let mut req = req.body(body.unwrap_or_else(Body::empty)).expect("request");
+        self.send_request(req.body(body.unwrap_or_else(Body::empty)).expect("request"), peer).await
+    }
+
+    /// Sends a request built by the caller (any headers) from `peer`.
+    pub async fn send_request(&self, mut req: Request<Body>, peer: &str) -> (StatusCode, Value, HeaderMap) {
         let addr: SocketAddr = peer.parse().expect("peer address");
         req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
         let res = self.router.clone().oneshot(req).await.expect("router never fails");
@@ -139,7 +160,7 @@ impl TestPanel {
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({"raw": String::from_utf8_lossy(&bytes)}))
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}))
         };
         (status, value, headers)
     }
@@ -151,7 +172,8 @@ impl TestPanel {
 
     /// Sends `body` as JSON with `method`.
     pub async fn json(&self, method: Method, path: &str, cred: &Cred, body: Value) -> (StatusCode, Value) {
-        let (s, v, _) = self.send(method, path, cred, Some(Body::from(body.to_string())), Some("application/json")).await;
+        let (s, v, _) =
+            self.send(method, path, cred, Some(Body::from(body.to_string())), Some("application/json")).await;
         (s, v)
     }
 
@@ -159,28 +181,80 @@ impl TestPanel {
         self.json(Method::POST, path, cred, body).await
     }
 
+    pub async fn delete(&self, path: &str, cred: &Cred) -> (StatusCode, Value) {
+        let (s, v, _) = self.send(Method::DELETE, path, cred, None, None).await;
+        (s, v)
+    }
+
     /// Sends raw bytes as the body with the given content type.
-    pub async fn raw(&self, method: Method, path: &str, cred: &Cred, body: impl Into<Body>, content_type: &str) -> (StatusCode, Value) {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        cred: &Cred,
+        body: impl Into<Body>,
+        content_type: &str,
+    ) -> (StatusCode, Value) {
         let (s, v, _) = self.send(method, path, cred, Some(body.into()), Some(content_type)).await;
         (s, v)
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Cred {
-        let (status, body) = self.post("/api/auth/login", &Cred::None, serde_json::json!({"email": email, "password": password})).await;
+        let (status, body) =
+            self.post("/api/auth/login", &Cred::None, serde_json::json!({"email": email, "password": password})).await;
         assert_eq!(status, StatusCode::OK, "login of {email} failed: {body}");
         Cred::Bearer(body["access_token"].as_str().expect("access_token").to_string())
     }
 
+    /// Logs in and returns the whole token body (`access_token`, `refresh_token`, `csrf_token`,
+    /// ...) and the response headers (`Set-Cookie`).
+    pub async fn login_full(&self, email: &str, password: &str) -> (Value, HeaderMap) {
+        let body = json!({"email": email, "password": password});
+        let (status, body, headers) = self
+            .send(Method::POST, "/api/auth/login", &Cred::None, Some(Body::from(body.to_string())), Some("application/json"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "login of {email} failed: {body}");
+        (body, headers)
+    }
+
+    /// A fresh admin session.
     pub async fn login_admin(&self) -> Cred {
         self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
     }
 
+    /// The admin session shared by the setup helpers: logged in once, again only when it has
+    /// expired or was revoked.
+    pub async fn admin(&self) -> Cred {
+        let cached = self.admin_token.lock().expect("admin token lock").clone();
+        if let Some(token) = cached
+            && self.auth.authenticate(Credential::AccessToken(&token), self.clock.now()).await.is_ok()
+        {
+            return Cred::Bearer(token);
+        }
+        let cred = self.login_admin().await;
+        if let Cred::Bearer(token) = &cred {
+            *self.admin_token.lock().expect("admin token lock") = Some(token.clone());
+        }
+        cred
+    }
+
+    /// The bootstrapped admin's id.
+    pub async fn admin_id(&self) -> String {
+        let (status, body) = self.get("/api/me", &self.admin().await).await;
+        assert_eq!(status, StatusCode::OK, "me: {body}");
+        body["id"].as_str().expect("id").to_string()
+    }
+
     /// Creates a user (password [`PASSWORD`]) with the given roles and logs them in.
     pub async fn user(&self, username: &str, roles: &[&str]) -> (String, Cred) {
-        let admin = self.login_admin().await;
+        let admin = self.admin().await;
         let email = format!("{username}@example.org");
         let (status, body) = self
-            .post("/api/users", &admin, serde_json::json!({"username": username, "email": email, "password": PASSWORD, "roles": roles}))
+            .post(
+                "/api/users",
+                &admin,
+                serde_json::json!({"username": username, "email": email, "password": PASSWORD, "roles": roles}),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "create user {username}: {body}");
         let id = body["id"].as_str().expect("id").to_string();
@@ -189,15 +263,25 @@ impl TestPanel {
 
     /// A node with `ports` free allocations on 127.0.0.1 starting at 30000; returns its id.
     pub async fn node(&self, name: &str, ports: u16) -> String {
-        let admin = self.login_admin().await;
+        let admin = self.admin().await;
         let (status, body) = self
-            .post("/api/nodes", &admin, serde_json::json!({"name": name, "fqdn": "node.example.org", "memory_mb": 65536, "disk_mb": 1048576}))
+            .post(
+                "/api/nodes",
+                &admin,
+                serde_json::json!({"name": name, "fqdn": "node.example.org", "memory_mb": 65536, "disk_mb": 1048576}),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "create node: {body}");
         let id = body["node"]["id"].as_str().expect("node id").to_string();
         if ports > 0 {
             let range = format!("30000-{}", 30000 + ports - 1);
-            let (status, body) = self.post(&format!("/api/nodes/{id}/allocations"), &admin, serde_json::json!({"ip": "127.0.0.1", "ports": [range]})).await;
+            let (status, body) = self
+                .post(
+                    &format!("/api/nodes/{id}/allocations"),
+                    &admin,
+                    serde_json::json!({"ip": "127.0.0.1", "ports": [range]}),
+                )
+                .await;
             assert_eq!(status, StatusCode::OK, "add allocations: {body}");
         }
         id
@@ -205,7 +289,7 @@ impl TestPanel {
 
     /// A small native template with one editable variable `GREETING` (max 32 chars).
     pub async fn template(&self, name: &str) -> String {
-        let admin = self.login_admin().await;
+        let admin = self.admin().await;
         let spec = serde_json::json!({
             "name": name,
             "startup": "./game --port {{SERVER_PORT}} --greeting {{GREETING}}",
@@ -223,7 +307,7 @@ impl TestPanel {
 
     /// A server owned by `owner_id` on `node`, created by the admin.
     pub async fn server(&self, name: &str, owner_id: &str, node: &str, template: &str) -> String {
-        let admin = self.login_admin().await;
+        let admin = self.admin().await;
         let (status, body) = self
             .post("/api/servers", &admin, serde_json::json!({"name": name, "owner_id": owner_id, "node_id": node, "template_id": template, "limits": {"memory_mb": 256, "swap_mb": 0, "cpu_percent": 100, "disk_mb": 1024, "io_weight": 500, "pids": 256}}))
             .await;
@@ -231,9 +315,109 @@ impl TestPanel {
         body["id"].as_str().expect("server id").to_string()
     }
 
+    /// A custom role holding exactly `permissions`, created by the admin; returns its id.
+    pub async fn role(&self, name: &str, permissions: &[&str]) -> String {
+        let (status, body) =
+            self.post("/api/roles", &self.admin().await, json!({"name": name, "permissions": permissions})).await;
+        assert_eq!(status, StatusCode::OK, "create role {name}: {body}");
+        body["id"].as_str().expect("role id").to_string()
+    }
+
+    /// A user whose only global permissions are `permissions` (through a role of their own).
+    pub async fn user_with(&self, username: &str, permissions: &[&str]) -> (String, Cred) {
+        let role = format!("{username}-role");
+        self.role(&role, permissions).await;
+        self.user(username, &[role.as_str()]).await
+    }
+
+    /// Makes `email`'s user a subuser of `server` with `permissions`, as the admin.
+    pub async fn subuser(&self, server: &str, email: &str, permissions: &[&str]) {
+        let path = format!("/api/servers/{server}/subusers");
+        let (status, body) =
+            self.post(&path, &self.admin().await, json!({"email": email, "permissions": permissions})).await;
+        assert_eq!(status, StatusCode::OK, "add subuser {email}: {body}");
+    }
+
+    /// A node, a template and one server owned by `owner_id`: returns (node, template, server).
+    pub async fn server_setup(&self, owner_id: &str) -> (String, String, String) {
+        let node = self.node("node-1", 10).await;
+        let template = self.template("tiny-game").await;
+        let server = self.server("survival", owner_id, &node, &template).await;
+        (node, template, server)
+    }
+
+    /// Connects a stand-in agent for `node`: a real channel in the panel's real registry.
+    /// Keep the receiver: dropping it disconnects the node.
+    pub fn attach_agent(&self, node: &str) -> mpsc::Receiver<AgentCommand> {
+        let (tx, rx) = mpsc::channel(8);
+        self.panel.state().agents.attach(node.parse::<NodeId>().expect("node id"), tx);
+        rx
+    }
+
+    /// Moves the server through `path`, one legal transition at a time (a new server is
+    /// `installing`; `[Offline, Starting, Running]` makes it run).
+    pub async fn set_state(&self, server: &str, path: &[ServerState]) {
+        let id: ServerId = server.parse().expect("server id");
+        for state in path {
+            self.db.servers().set_state(id, *state, self.clock.now()).await.expect("legal transition");
+        }
+    }
+
+    /// How many rows each table holds, to prove a refused request wrote nothing.
+    pub async fn counts(&self) -> Counts {
+        let all = PageRequest::new(1, PageRequest::MAX_PER_PAGE);
+        let nodes = self.db.nodes().list(all).await.expect("nodes");
+        let mut allocations = 0;
+        for n in &nodes.items {
+            allocations += self.db.allocations().list_for_node(n.id, PageRequest::new(1, 1)).await.expect("allocations").total;
+        }
+        let servers = self.db.servers().list(&Default::default(), PageRequest::new(1, 1)).await.expect("servers");
+        Counts {
+            users: self.db.users().count().await.expect("users"),
+            roles: self.db.roles().list(PageRequest::new(1, 1)).await.expect("roles").total,
+            nodes: nodes.total,
+            templates: self.db.templates().list(PageRequest::new(1, 1)).await.expect("templates").total,
+            servers: servers.total,
+            allocations,
+        }
+    }
+
     /// How many audit rows match `action` (all results).
     pub async fn audit_count(&self, action: &str) -> u64 {
         let filter = capcore::model::AuditFilter { action_prefix: Some(action.into()), ..Default::default() };
-        self.db.audit().list(&filter, capcore::model::PageRequest::new(1, 1)).await.expect("audit").total
+        self.db.audit().list(&filter, PageRequest::new(1, 1)).await.expect("audit").total
     }
+
+    /// The newest audit event whose action starts with `action`, as the API shows it.
+    pub async fn last_audit(&self, action: &str) -> Value {
+        let filter = capcore::model::AuditFilter { action_prefix: Some(action.into()), ..Default::default() };
+        let page = self.db.audit().list(&filter, PageRequest::new(1, 1)).await.expect("audit");
+        let event = page.items.into_iter().next().unwrap_or_else(|| panic!("no audit event for {action}"));
+        serde_json::to_value(event).expect("audit event as JSON")
+    }
+}
+
+/// Row counts of the main tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counts {
+    pub users: u64,
+    pub roles: u64,
+    pub nodes: u64,
+    pub templates: u64,
+    pub servers: u64,
+    pub allocations: u64,
+}
+
+/// Asserts `status` and that the body is the JSON error shape `{"error": code, "message": ...}`
+/// with a non-empty message; returns the message.
+#[track_caller]
+pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) -> String {
+    let (got_status, body) = got;
+    assert_eq!(got_status.as_u16(), status, "status, body: {body}");
+    assert_eq!(body["error"], code, "error code, body: {body}");
+    let message = body["message"].as_str().unwrap_or_else(|| panic!("no message in {body}"));
+    assert!(!message.is_empty(), "empty message in {body}");
+    let keys: Vec<&String> = body.as_object().expect("object").keys().collect();
+    assert_eq!(keys.len(), 2, "an error body has exactly `error` and `message`: {body}");
+    message.to_string()
 }

@@ -104,8 +104,8 @@ impl Config {
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self> {
         let mut config = match file {
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
                 Self::from_toml(&text).with_context(|| format!("in config file {}", path.display()))?
             }
             None => Config::default(),
@@ -116,7 +116,9 @@ impl Config {
     }
 
     pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid configuration: {}", e.message().trim_end()).context(describe_span(text, e.span())))
+        toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!("invalid configuration: {}", e.message().trim_end()).context(describe_span(text, e.span()))
+        })
     }
 
     fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<()> {
@@ -151,10 +153,15 @@ impl Config {
         if let Some(url) = &self.database_url {
             let scheme = url.split(':').next().unwrap_or_default();
             if !["sqlite", "postgres", "postgresql", "mysql", "mariadb", "mongodb"].contains(&scheme) {
-                bail!("config key `database_url`: unknown scheme `{scheme}` (expected sqlite://, postgres://, mysql://, mariadb:// or mongodb://)");
+                bail!(
+                    "config key `database_url`: unknown scheme `{scheme}` (expected sqlite://, postgres://, mysql://, mariadb:// or mongodb://)"
+                );
             }
         }
-        if self.cache_url != "memory" && !self.cache_url.starts_with("redis://") && !self.cache_url.starts_with("rediss://") {
+        if self.cache_url != "memory"
+            && !self.cache_url.starts_with("redis://")
+            && !self.cache_url.starts_with("rediss://")
+        {
             bail!("config key `cache_url`: must be `memory` or a redis:// URL");
         }
         capcore::validate::email("admin_email", &self.admin_email).map_err(|e| anyhow::anyhow!("config key `{e}`"))?;
@@ -238,7 +245,10 @@ mod tests {
         assert!(e.contains("at line 2") && e.contains("invalid type"), "{e}");
         let mut bad = Config::default();
         bad.auth.access_ttl_secs = 1;
-        assert_eq!(bad.validate().unwrap_err().to_string(), "config key `auth.access_ttl_secs`: must be between 60 and 86400");
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "config key `auth.access_ttl_secs`: must be between 60 and 86400"
+        );
         bad = Config { cache_url: "memcached://x".into(), ..Config::default() };
         assert!(bad.validate().unwrap_err().to_string().starts_with("config key `cache_url`"));
     }

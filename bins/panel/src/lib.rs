@@ -189,7 +189,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         .context("bootstrapping the panel")?;
     if let Some(email) = &report.admin_created {
         match &report.generated_password {
-            Some(p) => println!("created the first admin: {email} with password {p} (shown once; change it after login)"),
+            Some(p) => {
+                println!("created the first admin: {email} with password {p} (shown once; change it after login)")
+            }
             None => println!("created the first admin: {email} with the configured password"),
         }
     }
@@ -210,7 +212,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -229,13 +232,15 @@ async fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
         UserCommand::Create { username, email, password, roles } => {
             capcore::validate::username("username", &username)?;
             let email = capcore::validate::email("email", &email)?;
-            let (password, generated) = password.map_or_else(|| (capcore::panel::generate_password(), true), |p| (p, false));
+            let (password, generated) =
+                password.map_or_else(|| (capcore::panel::generate_password(), true), |p| (p, false));
             capcore::validate::password("password", &password)?;
             wired.panel.bootstrap_roles().await?;
             let roles = if roles.is_empty() { vec!["user".to_string()] } else { roles };
             let mut role_ids = Vec::new();
             for name in &roles {
-                let role = wired.db.roles().find_by_name(name).await?.with_context(|| format!("no role named `{name}`"))?;
+                let role =
+                    wired.db.roles().find_by_name(name).await?.with_context(|| format!("no role named `{name}`"))?;
                 role_ids.push(role.id);
             }
             let hash = wired.auth.hash_password(&password).await?;
@@ -243,7 +248,16 @@ async fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
             for r in role_ids {
                 wired.db.roles().assign(user.id, r).await?;
             }
-            state.audit(None, "user.create", &format!("user:{}", user.id), None, AuditResult::Success, serde_json::json!({"via": "cli"})).await;
+            state
+                .audit(
+                    None,
+                    "user.create",
+                    &format!("user:{}", user.id),
+                    None,
+                    AuditResult::Success,
+                    serde_json::json!({"via": "cli"}),
+                )
+                .await;
             println!("created user {} <{}> with roles {}", user.username, user.email, roles.join(", "));
             if generated {
                 println!("password: {password} (shown once)");
@@ -255,7 +269,8 @@ async fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
             loop {
                 let users = wired.db.users().list(None, PageRequest::new(page, PageRequest::MAX_PER_PAGE)).await?;
                 for u in &users.items {
-                    let roles: Vec<String> = wired.db.roles().roles_of(u.id).await?.into_iter().map(|r| r.name).collect();
+                    let roles: Vec<String> =
+                        wired.db.roles().roles_of(u.id).await?.into_iter().map(|r| r.name).collect();
                     let flag = if u.disabled { " (disabled)" } else { "" };
                     println!("{:<36}  {:<24}  {:<32}  {}{flag}", u.id, u.username, u.email, roles.join(","));
                 }
@@ -266,13 +281,28 @@ async fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
             }
         }
         UserCommand::ResetPassword { email, password } => {
-            let user = wired.db.users().find_by_email(&email).await?.with_context(|| format!("no user with email {email}"))?;
-            let (password, generated) = password.map_or_else(|| (capcore::panel::generate_password(), true), |p| (p, false));
+            let user =
+                wired.db.users().find_by_email(&email).await?.with_context(|| format!("no user with email {email}"))?;
+            let (password, generated) =
+                password.map_or_else(|| (capcore::panel::generate_password(), true), |p| (p, false));
             capcore::validate::password("password", &password)?;
             let hash = wired.auth.hash_password(&password).await?;
-            wired.db.users().update(user.id, UserPatch { password_hash: Some(hash), ..Default::default() }, now).await?;
+            wired
+                .db
+                .users()
+                .update(user.id, UserPatch { password_hash: Some(hash), ..Default::default() }, now)
+                .await?;
             let ended = wired.auth.logout_everywhere(user.id, now).await?;
-            state.audit(None, "user.password_reset", &format!("user:{}", user.id), None, AuditResult::Success, serde_json::json!({"via": "cli"})).await;
+            state
+                .audit(
+                    None,
+                    "user.password_reset",
+                    &format!("user:{}", user.id),
+                    None,
+                    AuditResult::Success,
+                    serde_json::json!({"via": "cli"}),
+                )
+                .await;
             println!("password of {} reset; {ended} session(s) ended", user.email);
             if generated {
                 println!("password: {password} (shown once)");

@@ -45,8 +45,14 @@ impl Principal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthVia {
     /// A login session; `csrf` is the token that state-changing cookie requests must echo.
-    Session { id: SessionId, csrf: String },
-    ApiKey { id: ApiKeyId, limit: PermissionSet },
+    Session {
+        id: SessionId,
+        csrf: String,
+    },
+    ApiKey {
+        id: ApiKeyId,
+        limit: PermissionSet,
+    },
 }
 
 /// A credential taken from a request.

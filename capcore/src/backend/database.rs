@@ -130,7 +130,13 @@ pub trait ServerRepo: Send + Sync {
     /// Deletes the server, its subusers, and frees its allocations, atomically.
     async fn delete(&self, id: ServerId) -> Result<()>;
     /// Creates or replaces a subuser grant (the owner cannot be a subuser: `Conflict`).
-    async fn set_subuser(&self, server: ServerId, user: UserId, permissions: PermissionSet, now: Timestamp) -> Result<Subuser>;
+    async fn set_subuser(
+        &self,
+        server: ServerId,
+        user: UserId,
+        permissions: PermissionSet,
+        now: Timestamp,
+    ) -> Result<Subuser>;
     async fn remove_subuser(&self, server: ServerId, user: UserId) -> Result<()>;
     async fn list_subusers(&self, server: ServerId) -> Result<Vec<Subuser>>;
     /// How `user` relates to the server, in one query; `NotFound` if the server does not exist.

@@ -100,11 +100,7 @@ async fn next_message(subscription: &mut Subscription, what: &str) -> Vec<u8> {
 }
 
 /// Receives until `marker` arrives, returning everything before it.
-async fn messages_until(
-    subscription: &mut Subscription,
-    marker: &[u8],
-    what: &str,
-) -> Vec<Vec<u8>> {
+async fn messages_until(subscription: &mut Subscription, marker: &[u8], what: &str) -> Vec<Vec<u8>> {
     let mut received = Vec::new();
     loop {
         let message = next_message(subscription, what).await;
@@ -133,29 +129,15 @@ pub async fn cache_set_then_get_returns_the_bytes(cache: Arc<dyn Cache>) {
     let binary = key("binary");
     let value: Vec<u8> = vec![0, 1, 2, 0xff, 0xfe, b'\n', b'\r', 0];
     cache.set(&binary, &value, None).await.unwrap();
-    assert_eq!(
-        cache.get(&binary).await.unwrap(),
-        Some(value),
-        "arbitrary bytes survive, zeros included"
-    );
+    assert_eq!(cache.get(&binary).await.unwrap(), Some(value), "arbitrary bytes survive, zeros included");
 
     let text = key("text");
-    cache
-        .set(&text, "héllo ✓".as_bytes(), Some(LONG_TTL))
-        .await
-        .unwrap();
-    assert_eq!(
-        cache.get_string(&text).await.unwrap().as_deref(),
-        Some("héllo ✓")
-    );
+    cache.set(&text, "héllo ✓".as_bytes(), Some(LONG_TTL)).await.unwrap();
+    assert_eq!(cache.get_string(&text).await.unwrap().as_deref(), Some("héllo ✓"));
 
     let empty = key("empty");
     cache.set(&empty, b"", None).await.unwrap();
-    assert_eq!(
-        cache.get(&empty).await.unwrap(),
-        Some(Vec::new()),
-        "an empty value is present, not missing"
-    );
+    assert_eq!(cache.get(&empty).await.unwrap(), Some(Vec::new()), "an empty value is present, not missing");
     assert!(cache.exists(&empty).await.unwrap());
 }
 
@@ -163,62 +145,36 @@ pub async fn cache_set_replaces_the_value(cache: Arc<dyn Cache>) {
     let key = key("replace");
     cache.set(&key, b"first", None).await.unwrap();
     cache.set(&key, b"second, and longer", None).await.unwrap();
-    assert_eq!(
-        cache.get(&key).await.unwrap().as_deref(),
-        Some(&b"second, and longer"[..])
-    );
+    assert_eq!(cache.get(&key).await.unwrap().as_deref(), Some(&b"second, and longer"[..]));
     cache.set(&key, b"3", None).await.unwrap();
-    assert_eq!(
-        cache.get(&key).await.unwrap().as_deref(),
-        Some(&b"3"[..]),
-        "a shorter value leaves no tail"
-    );
+    assert_eq!(cache.get(&key).await.unwrap().as_deref(), Some(&b"3"[..]), "a shorter value leaves no tail");
 }
 
 pub async fn cache_value_expires_after_its_ttl(cache: Arc<dyn Cache>) {
     let short = key("short");
     let kept = key("kept");
     let set_at = Instant::now();
-    cache
-        .set(&short, b"fleeting", Some(SHORT_TTL))
-        .await
-        .unwrap();
+    cache.set(&short, b"fleeting", Some(SHORT_TTL)).await.unwrap();
     cache.set(&kept, b"lasting", Some(LONG_TTL)).await.unwrap();
     if set_at.elapsed() < SHORT_TTL / 2 {
-        assert!(
-            cache.get(&short).await.unwrap().is_some(),
-            "present right after set"
-        );
+        assert!(cache.get(&short).await.unwrap().is_some(), "present right after set");
     }
     let gone_after = wait_until_gone(&*cache, &short, set_at).await;
-    assert!(
-        gone_after >= SHORT_TTL,
-        "expired after {gone_after:?}, before its TTL of {SHORT_TTL:?}"
-    );
-    assert_eq!(
-        cache.get(&kept).await.unwrap().as_deref(),
-        Some(&b"lasting"[..]),
-        "a longer TTL is unaffected"
-    );
+    assert!(gone_after >= SHORT_TTL, "expired after {gone_after:?}, before its TTL of {SHORT_TTL:?}");
+    assert_eq!(cache.get(&kept).await.unwrap().as_deref(), Some(&b"lasting"[..]), "a longer TTL is unaffected");
 }
 
 pub async fn cache_set_replaces_the_ttl_too(cache: Arc<dyn Cache>) {
     // A short TTL replaced by none: the key outlives the short TTL.
     let made_permanent = key("made-permanent");
     let first_set_at = Instant::now();
-    cache
-        .set(&made_permanent, b"v1", Some(SHORT_TTL))
-        .await
-        .unwrap();
+    cache.set(&made_permanent, b"v1", Some(SHORT_TTL)).await.unwrap();
     cache.set(&made_permanent, b"v2", None).await.unwrap();
     // None replaced by a short TTL: the key expires.
     let made_fleeting = key("made-fleeting");
     cache.set(&made_fleeting, b"v1", None).await.unwrap();
     let set_at = Instant::now();
-    cache
-        .set(&made_fleeting, b"v2", Some(SHORT_TTL))
-        .await
-        .unwrap();
+    cache.set(&made_fleeting, b"v2", Some(SHORT_TTL)).await.unwrap();
 
     wait_until_gone(&*cache, &made_fleeting, set_at).await;
     // Well past the first TTL, so a TTL that survived the second set would have struck.
@@ -235,15 +191,9 @@ pub async fn cache_set_replaces_the_ttl_too(cache: Arc<dyn Cache>) {
 pub async fn cache_delete_reports_whether_the_key_existed(cache: Arc<dyn Cache>) {
     let key = key("delete");
     cache.set(&key, b"x", None).await.unwrap();
-    assert!(
-        cache.delete(&key).await.unwrap(),
-        "deleting a present key reports true"
-    );
+    assert!(cache.delete(&key).await.unwrap(), "deleting a present key reports true");
     assert_eq!(cache.get(&key).await.unwrap(), None);
-    assert!(
-        !cache.delete(&key).await.unwrap(),
-        "deleting it again reports false"
-    );
+    assert!(!cache.delete(&key).await.unwrap(), "deleting it again reports false");
     assert!(!cache.delete(&self::key("never-set")).await.unwrap());
 }
 
@@ -253,28 +203,12 @@ pub async fn cache_delete_reports_whether_the_key_existed(cache: Arc<dyn Cache>)
 
 pub async fn cache_incr_starts_at_zero_and_adds(cache: Arc<dyn Cache>) {
     let key = key("counter");
-    assert_eq!(
-        cache.incr(&key, 5, LONG_TTL).await.unwrap(),
-        5,
-        "a missing key starts at 0"
-    );
+    assert_eq!(cache.incr(&key, 5, LONG_TTL).await.unwrap(), 5, "a missing key starts at 0");
     assert_eq!(cache.incr(&key, 1, LONG_TTL).await.unwrap(), 6);
-    assert_eq!(
-        cache.incr(&key, -2, LONG_TTL).await.unwrap(),
-        4,
-        "a negative step decrements"
-    );
-    assert_eq!(
-        cache.incr(&key, 0, LONG_TTL).await.unwrap(),
-        4,
-        "a zero step reads"
-    );
+    assert_eq!(cache.incr(&key, -2, LONG_TTL).await.unwrap(), 4, "a negative step decrements");
+    assert_eq!(cache.incr(&key, 0, LONG_TTL).await.unwrap(), 4, "a zero step reads");
     assert!(cache.delete(&key).await.unwrap());
-    assert_eq!(
-        cache.incr(&key, 1, LONG_TTL).await.unwrap(),
-        1,
-        "after delete it starts again at 0"
-    );
+    assert_eq!(cache.incr(&key, 1, LONG_TTL).await.unwrap(), 1, "after delete it starts again at 0");
     cache.delete(&key).await.unwrap();
 }
 
@@ -290,20 +224,9 @@ pub async fn cache_incr_is_atomic_under_concurrency(cache: Arc<dyn Cache>) {
             cache.incr(&key, 1, LONG_TTL).await.unwrap()
         })
     });
-    let seen: BTreeSet<i64> = join_all(tasks)
-        .await
-        .into_iter()
-        .map(|joined| joined.unwrap())
-        .collect();
-    assert_eq!(
-        seen,
-        (1..=N_INCREMENTS as i64).collect(),
-        "every increment saw a distinct count"
-    );
-    assert_eq!(
-        cache.incr(&key, 0, LONG_TTL).await.unwrap(),
-        N_INCREMENTS as i64
-    );
+    let seen: BTreeSet<i64> = join_all(tasks).await.into_iter().map(|joined| joined.unwrap()).collect();
+    assert_eq!(seen, (1..=N_INCREMENTS as i64).collect(), "every increment saw a distinct count");
+    assert_eq!(cache.incr(&key, 0, LONG_TTL).await.unwrap(), N_INCREMENTS as i64);
     cache.delete(&key).await.unwrap();
 }
 
@@ -312,11 +235,7 @@ pub async fn cache_incr_sets_the_ttl_on_creation_only(cache: Arc<dyn Cache>) {
     let key = key("window");
     let created_at = Instant::now();
     assert_eq!(cache.incr(&key, 1, SHORT_TTL).await.unwrap(), 1);
-    assert_eq!(
-        cache.incr(&key, 1, LONG_TTL).await.unwrap(),
-        2,
-        "the window is still open"
-    );
+    assert_eq!(cache.incr(&key, 1, LONG_TTL).await.unwrap(), 2, "the window is still open");
 
     // Reading with a zero step on an existing key must not extend its TTL either; once the key
     // is gone the same call recreates it at 0, which is how expiry shows.
@@ -333,16 +252,8 @@ pub async fn cache_incr_sets_the_ttl_on_creation_only(cache: Arc<dyn Cache>) {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(
-        created_at.elapsed() >= SHORT_TTL,
-        "expired after {:?}, before its TTL",
-        created_at.elapsed()
-    );
-    assert_eq!(
-        cache.incr(&key, 1, LONG_TTL).await.unwrap(),
-        1,
-        "a new window starts at 0"
-    );
+    assert!(created_at.elapsed() >= SHORT_TTL, "expired after {:?}, before its TTL", created_at.elapsed());
+    assert_eq!(cache.incr(&key, 1, LONG_TTL).await.unwrap(), 1, "a new window starts at 0");
     cache.delete(&key).await.unwrap();
 }
 
@@ -360,10 +271,7 @@ pub async fn cache_publish_reaches_every_subscriber_of_the_channel_in_order(cach
     for message in &published {
         cache.publish(&channel, message).await.unwrap();
     }
-    for (subscription, name) in [
-        (&mut first, "first subscriber"),
-        (&mut second, "second subscriber"),
-    ] {
+    for (subscription, name) in [(&mut first, "first subscriber"), (&mut second, "second subscriber")] {
         let mut received = Vec::new();
         for _ in 0..published.len() {
             received.push(next_message(subscription, name).await);
@@ -389,10 +297,7 @@ pub async fn cache_publish_does_not_reach_other_channels(cache: Arc<dyn Cache>) 
         messages_until(&mut on_base, b"end", "base subscriber").await,
         vec![b"for base 1".to_vec(), b"for base 2".to_vec()]
     );
-    assert_eq!(
-        messages_until(&mut on_longer, b"end", "longer subscriber").await,
-        vec![b"for longer".to_vec()]
-    );
+    assert_eq!(messages_until(&mut on_longer, b"end", "longer subscriber").await, vec![b"for longer".to_vec()]);
 }
 
 pub async fn cache_dropped_subscription_does_not_break_publishing(cache: Arc<dyn Cache>) {
@@ -417,10 +322,7 @@ pub async fn cache_dropped_subscription_does_not_break_publishing(cache: Arc<dyn
 }
 
 pub async fn cache_publish_without_subscribers_is_ok(cache: Arc<dyn Cache>) {
-    cache
-        .publish(&channel("nobody-listens"), b"hello?")
-        .await
-        .unwrap();
+    cache.publish(&channel("nobody-listens"), b"hello?").await.unwrap();
 }
 
 /// Delivery is at most once: a subscriber that never reads may lose messages but must not make
@@ -436,15 +338,10 @@ pub async fn cache_slow_subscriber_does_not_block_the_publisher(cache: Arc<dyn C
         }
     };
     assert!(
-        tokio::time::timeout(Duration::from_secs(60), flood)
-            .await
-            .is_ok(),
+        tokio::time::timeout(Duration::from_secs(60), flood).await.is_ok(),
         "publishing {N_MESSAGES} messages to a subscriber that never reads did not finish"
     );
     let mut reader = cache.subscribe(&channel).await.unwrap();
     cache.publish(&channel, b"still flowing").await.unwrap();
-    assert_eq!(
-        next_message(&mut reader, "a reading subscriber").await,
-        b"still flowing"
-    );
+    assert_eq!(next_message(&mut reader, "a reading subscriber").await, b"still flowing");
 }

@@ -26,10 +26,7 @@ pub const REQUIRE_SERVICES_ENV: &str = "CAP_TEST_REQUIRE";
 
 /// Whether `CAP_TEST_REQUIRE` asks for every configured backend to be present (`1` or `true`).
 pub fn services_required() -> bool {
-    matches!(
-        std::env::var(REQUIRE_SERVICES_ENV).as_deref(),
-        Ok("1") | Ok("true")
-    )
+    matches!(std::env::var(REQUIRE_SERVICES_ENV).as_deref(), Ok("1") | Ok("true"))
 }
 
 /// What a test does when the factory of `backend` returned `None`: panics naming the backend when
@@ -95,13 +92,7 @@ mod tests {
         source
             .lines()
             .filter_map(|line| line.strip_prefix("pub async fn "))
-            .map(|rest| {
-                rest.split('(')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string()
-            })
+            .map(|rest| rest.split('(').next().unwrap_or_default().trim().to_string())
             .collect()
     }
 
@@ -109,22 +100,12 @@ mod tests {
     /// call, whose first argument must name the suite.
     fn stamped_names(source: &str, suite: &str) -> BTreeSet<String> {
         let marker = "__stamp_conformance_tests!(";
-        let start = source
-            .find(marker)
-            .expect("the suite's macro stamps through __stamp_conformance_tests!");
+        let start = source.find(marker).expect("the suite's macro stamps through __stamp_conformance_tests!");
         let call = &source[start + marker.len()..];
-        assert!(
-            call.trim_start().starts_with(&format!("{suite},")),
-            "the stamp call names suite `{suite}`"
-        );
+        assert!(call.trim_start().starts_with(&format!("{suite},")), "the stamp call names suite `{suite}`");
         let open = call.find('[').unwrap();
         let close = call.find(']').unwrap();
-        call[open + 1..close]
-            .split(',')
-            .map(str::trim)
-            .filter(|name| !name.is_empty())
-            .map(str::to_string)
-            .collect()
+        call[open + 1..close].split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_string).collect()
     }
 
     #[test]
@@ -145,26 +126,16 @@ mod tests {
 
     #[test]
     fn a_made_backend_passes_through() {
-        assert_eq!(
-            super::backend_or_skip("memory", "some_behaviour", Some(7)),
-            Some(7)
-        );
+        assert_eq!(super::backend_or_skip("memory", "some_behaviour", Some(7)), Some(7));
     }
 
     #[test]
     fn a_missing_backend_fails_naming_it_when_required_and_skips_otherwise() {
-        let failure =
-            super::skip_line_or_failure("postgres", "users_count_counts_every_user", true)
-                .unwrap_err();
+        let failure = super::skip_line_or_failure("postgres", "users_count_counts_every_user", true).unwrap_err();
         assert!(failure.contains("backend `postgres`"), "{failure}");
         assert!(failure.contains("CAP_TEST_REQUIRE=1"), "{failure}");
-        let skip_line =
-            super::skip_line_or_failure("postgres", "users_count_counts_every_user", false)
-                .unwrap();
-        assert!(
-            skip_line.starts_with("skipping conformance test `users_count_counts_every_user`"),
-            "{skip_line}"
-        );
+        let skip_line = super::skip_line_or_failure("postgres", "users_count_counts_every_user", false).unwrap();
+        assert!(skip_line.starts_with("skipping conformance test `users_count_counts_every_user`"), "{skip_line}");
         assert!(skip_line.contains("backend `postgres`"), "{skip_line}");
     }
 

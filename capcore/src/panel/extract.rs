@@ -28,11 +28,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        let is_json =
+            req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+                ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
         if !is_json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -104,7 +103,11 @@ impl PageQuery {
             return Err(crate::Error::invalid("page", "must be 1 or more").into());
         }
         if per_page == 0 || per_page > PageRequest::MAX_PER_PAGE {
-            return Err(crate::Error::invalid("per_page", format!("must be between 1 and {}", PageRequest::MAX_PER_PAGE)).into());
+            return Err(crate::Error::invalid(
+                "per_page",
+                format!("must be between 1 and {}", PageRequest::MAX_PER_PAGE),
+            )
+            .into());
         }
         Ok(PageRequest::new(page, per_page))
     }

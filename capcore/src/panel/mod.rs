@@ -78,7 +78,12 @@ pub struct Panel {
 }
 
 impl Panel {
-    pub fn new(db: Arc<dyn Database>, cache: Arc<dyn Cache>, auth: Arc<dyn Authenticator>, config: PanelConfig) -> Self {
+    pub fn new(
+        db: Arc<dyn Database>,
+        cache: Arc<dyn Cache>,
+        auth: Arc<dyn Authenticator>,
+        config: PanelConfig,
+    ) -> Self {
         Self::with_clock(db, cache, auth, config, Arc::new(SystemClock))
     }
 
@@ -108,7 +113,8 @@ impl Panel {
         let migrations = s.db.migrate().await?;
         self.bootstrap_roles().await?;
         let now = s.clock.now();
-        let mut report = BootstrapReport { migrations_applied: migrations, admin_created: None, generated_password: None };
+        let mut report =
+            BootstrapReport { migrations_applied: migrations, admin_created: None, generated_password: None };
         if s.db.users().count().await? == 0 {
             let email = crate::validate::email("admin_email", &first_admin.email)?;
             let (password, generated) = match first_admin.password {
@@ -117,7 +123,10 @@ impl Panel {
             };
             crate::validate::password("admin_password", &password)?;
             let hash = s.auth.hash_password(&password).await?;
-            let user = s.db.users().create(NewUser { username: first_admin.username, email, password_hash: hash }, now).await?;
+            let user =
+                s.db.users()
+                    .create(NewUser { username: first_admin.username, email, password_hash: hash }, now)
+                    .await?;
             let admin = s.db.roles().find_by_name("admin").await?.ok_or_else(|| Error::not_found("admin role"))?;
             s.db.roles().assign(user.id, admin.id).await?;
             report.admin_created = Some(user.email);
@@ -217,7 +226,13 @@ impl PanelState {
 
     /// Loads a server the actor may see and checks `permission` on it. A server the actor may
     /// not see is `NotFound`, exactly like one that does not exist.
-    pub async fn server_access(&self, actor: &Actor, id: ServerId, permission: Permission, action: &str) -> Result<(Server, Subject)> {
+    pub async fn server_access(
+        &self,
+        actor: &Actor,
+        id: ServerId,
+        permission: Permission,
+        action: &str,
+    ) -> Result<(Server, Subject)> {
         let subject = self.server_subject(actor, id).await?;
         let scope = Scope::Server(id);
         if !is_allowed(&subject, Permission::SERVER_VIEW, scope) {

@@ -40,7 +40,9 @@ pub fn document() -> Value {
             );
         }
         let ok = match def.response {
-            Some(r) => json!({"description": "success", "content": {"application/json": {"schema": r(&mut generator).to_value()}}}),
+            Some(r) => {
+                json!({"description": "success", "content": {"application/json": {"schema": r(&mut generator).to_value()}}})
+            }
             None => json!({"description": "success"}),
         };
         op.insert(
@@ -76,10 +78,10 @@ pub fn document() -> Value {
 
 /// Follows a `$ref` into the generator's definitions.
 fn resolve(generator: &schemars::SchemaGenerator, schema: &Value) -> Value {
-    if let Some(name) = schema.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()) {
-        if let Some(def) = generator.definitions().get(name) {
-            return def.clone();
-        }
+    if let Some(name) = schema.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next())
+        && let Some(def) = generator.definitions().get(name)
+    {
+        return def.clone();
     }
     schema.clone()
 }

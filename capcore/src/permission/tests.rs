@@ -10,10 +10,8 @@ fn server() -> Scope {
 #[test]
 fn catalogue_has_36_permissions_in_10_categories() {
     assert_eq!(Permission::ALL.len(), 36);
-    let counts: Vec<(Category, usize)> = Category::ALL
-        .iter()
-        .map(|c| (*c, Permission::ALL.iter().filter(|p| p.category() == *c).count()))
-        .collect();
+    let counts: Vec<(Category, usize)> =
+        Category::ALL.iter().map(|c| (*c, Permission::ALL.iter().filter(|p| p.category() == *c).count())).collect();
     assert_eq!(
         counts,
         vec![
@@ -108,11 +106,8 @@ fn api_key_only_narrows() {
     };
     assert!(is_allowed(&admin, Permission::SERVER_VIEW, Scope::Global));
     assert!(!is_allowed(&admin, Permission::USER_CREATE, Scope::Global));
-    let user = Subject {
-        global: PermissionSet::EMPTY,
-        server: ServerRelation::None,
-        key_limit: Some(PermissionSet::all()),
-    };
+    let user =
+        Subject { global: PermissionSet::EMPTY, server: ServerRelation::None, key_limit: Some(PermissionSet::all()) };
     assert!(!is_allowed(&user, Permission::SERVER_VIEW, server()));
 }
 

@@ -258,18 +258,25 @@ impl TemplateSpec {
         for (i, v) in self.variables.iter().enumerate() {
             env_name(&format!("variables[{i}].env"), &v.env)?;
             if !seen.insert(v.env.as_str()) {
-                return Err(ValidationError::new(format!("variables[{i}].env"), format!("`{}` is defined twice", v.env)));
+                return Err(ValidationError::new(
+                    format!("variables[{i}].env"),
+                    format!("`{}` is defined twice", v.env),
+                ));
             }
             v.rule_set().map_err(|e| ValidationError::new(format!("variables[{i}].rules"), e.to_string()))?;
         }
         for (i, p) in self.ready_patterns.iter().enumerate() {
             if let ReadyPattern::Regex(r) = p {
-                regex::Regex::new(r).map_err(|e| ValidationError::new(format!("ready_patterns[{i}]"), e.to_string()))?;
+                regex::Regex::new(r)
+                    .map_err(|e| ValidationError::new(format!("ready_patterns[{i}]"), e.to_string()))?;
             }
         }
         for (i, f) in self.config_files.iter().enumerate() {
             if f.path.is_empty() || f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
-                return Err(ValidationError::new(format!("config_files[{i}].path"), "must be a relative path inside the server directory"));
+                return Err(ValidationError::new(
+                    format!("config_files[{i}].path"),
+                    "must be a relative path inside the server directory",
+                ));
             }
         }
         Ok(())
@@ -291,7 +298,9 @@ impl TemplateSpec {
         for v in &self.variables {
             let field = format!("environment.{}", v.env);
             let rules = v.rule_set().map_err(|e| ValidationError::new(&field, e.to_string()))?;
-            rules.check(env.get(&v.env).map(String::as_str)).map_err(|problem| ValidationError::new(&field, problem))?;
+            rules
+                .check(env.get(&v.env).map(String::as_str))
+                .map_err(|problem| ValidationError::new(&field, problem))?;
         }
         Ok(())
     }

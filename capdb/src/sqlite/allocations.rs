@@ -7,8 +7,8 @@ use capcore::backend::AllocationRepo;
 use capcore::ids::{AllocationId, NodeId, ServerId};
 use capcore::model::{Allocation, Page, PageRequest};
 use capcore::{Error, Result};
-use sqlx::{AssertSqlSafe, SqlitePool};
 use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, SqlitePool};
 
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteAllocations(pub(crate) SqlitePool);
@@ -33,14 +33,16 @@ impl AllocationRepo for SqliteAllocations {
         let mut ids = Vec::with_capacity(ports.len());
         for port in ports {
             let id = AllocationId::new_random();
-            sqlx::query("INSERT INTO allocations (id, node_id, ip, port, server_id, is_primary) VALUES (?, ?, ?, ?, NULL, 0)")
-                .bind(id.to_string())
-                .bind(node.to_string())
-                .bind(ip)
-                .bind(i64::from(*port))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| map(e, "node", &format!("{ip}:{port} already exists on this node")))?;
+            sqlx::query(
+                "INSERT INTO allocations (id, node_id, ip, port, server_id, is_primary) VALUES (?, ?, ?, ?, NULL, 0)",
+            )
+            .bind(id.to_string())
+            .bind(node.to_string())
+            .bind(ip)
+            .bind(i64::from(*port))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map(e, "node", &format!("{ip}:{port} already exists on this node")))?;
             ids.push(id);
         }
         tx.commit().await.map_err(db)?;

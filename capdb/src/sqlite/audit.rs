@@ -72,7 +72,8 @@ fn push_filter(q: &mut QueryBuilder<Sqlite>, f: &AuditFilter) {
 #[async_trait]
 impl AuditRepo for SqliteAudit {
     async fn append(&self, e: AuditEvent) -> Result<()> {
-        let detail = serde_json::to_string(&e.detail).map_err(|err| Error::internal("cannot encode audit detail", err))?;
+        let detail =
+            serde_json::to_string(&e.detail).map_err(|err| Error::internal("cannot encode audit detail", err))?;
         sqlx::query(AssertSqlSafe(format!("INSERT INTO audit_events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")))
             .bind(e.id.to_string())
             .bind(e.at.0)

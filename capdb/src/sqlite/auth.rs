@@ -9,8 +9,8 @@ use capcore::model::{ApiKey, Rotation, Session};
 use capcore::permission::PermissionSet;
 use capcore::time::Timestamp;
 use capcore::{Error, Result};
-use sqlx::{AssertSqlSafe, SqlitePool};
 use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, SqlitePool};
 
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteApiKeys(pub(crate) SqlitePool);
@@ -60,11 +60,13 @@ impl ApiKeyRepo for SqliteApiKeys {
     }
 
     async fn list_for_user(&self, user: UserId) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY created_at, id")))
-            .bind(user.to_string())
-            .fetch_all(&self.0)
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY created_at, id"
+        )))
+        .bind(user.to_string())
+        .fetch_all(&self.0)
+        .await
+        .map_err(db)?;
         rows.iter().map(key_from_row).collect()
     }
 
@@ -181,11 +183,19 @@ impl SessionRepo for SqliteSessions {
             .await
             .map_err(|e| map(e, "session", "refresh token exists"))?;
         tx.commit().await.map_err(db)?;
-        Ok(Rotation::Rotated(Session { refresh_hash: new_hash.to_string(), generation: session.generation + 1, ..session }))
+        Ok(Rotation::Rotated(Session {
+            refresh_hash: new_hash.to_string(),
+            generation: session.generation + 1,
+            ..session
+        }))
     }
 
     async fn revoke(&self, id: SessionId) -> Result<()> {
-        sqlx::query("UPDATE sessions SET revoked = 1 WHERE id = ?").bind(id.to_string()).execute(&self.0).await.map_err(db)?;
+        sqlx::query("UPDATE sessions SET revoked = 1 WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.0)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 

@@ -197,12 +197,14 @@ pub(crate) async fn list_table<T>(
     page: capcore::model::PageRequest,
     from_row: fn(&SqliteRow) -> Result<T>,
 ) -> Result<capcore::model::Page<T>> {
-    let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"))).fetch_one(pool).await.map_err(db)?;
-    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {columns} FROM {table} ORDER BY created_at, id LIMIT ? OFFSET ?")))
-        .bind(i64::from(page.per_page))
-        .bind(page.offset() as i64)
-        .fetch_all(pool)
-        .await
-        .map_err(db)?;
+    let total: i64 =
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"))).fetch_one(pool).await.map_err(db)?;
+    let rows =
+        sqlx::query(AssertSqlSafe(format!("SELECT {columns} FROM {table} ORDER BY created_at, id LIMIT ? OFFSET ?")))
+            .bind(i64::from(page.per_page))
+            .bind(page.offset() as i64)
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
     to_page(&rows, total, page, from_row)
 }

@@ -8,8 +8,8 @@ use capcore::ids::NodeId;
 use capcore::model::{NewNode, Node, NodePatch, Page, PageRequest};
 use capcore::time::Timestamp;
 use capcore::{Error, Result};
-use sqlx::{AssertSqlSafe, SqlitePool};
 use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, SqlitePool};
 
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteNodes(pub(crate) SqlitePool);
@@ -123,7 +123,8 @@ impl NodeRepo for SqliteNodes {
         if servers > 0 {
             return Err(Error::conflict(format!("the node still has {servers} server(s); delete or move them first")));
         }
-        let done = sqlx::query("DELETE FROM nodes WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await.map_err(db)?;
+        let done =
+            sqlx::query("DELETE FROM nodes WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await.map_err(db)?;
         if done.rows_affected() == 0 {
             return Err(Error::not_found("node"));
         }

@@ -9,8 +9,8 @@ use capcore::model::{NewRole, Page, PageRequest, Role, RolePatch};
 use capcore::permission::PermissionSet;
 use capcore::time::Timestamp;
 use capcore::{Error, Result};
-use sqlx::{AssertSqlSafe, SqlitePool};
 use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, SqlitePool};
 
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteRoles(pub(crate) SqlitePool);

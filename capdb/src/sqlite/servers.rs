@@ -200,12 +200,14 @@ impl ServerRepo for SqliteServers {
     }
 
     async fn mark_node_unknown(&self, node: NodeId, now: Timestamp) -> Result<u64> {
-        let done = sqlx::query("UPDATE servers SET state = 'unknown', updated_at = ? WHERE node_id = ? AND state != 'unknown'")
-            .bind(now.0)
-            .bind(node.to_string())
-            .execute(&self.0)
-            .await
-            .map_err(db)?;
+        let done = sqlx::query(
+            "UPDATE servers SET state = 'unknown', updated_at = ? WHERE node_id = ? AND state != 'unknown'",
+        )
+        .bind(now.0)
+        .bind(node.to_string())
+        .execute(&self.0)
+        .await
+        .map_err(db)?;
         Ok(done.rows_affected())
     }
 
@@ -216,14 +218,21 @@ impl ServerRepo for SqliteServers {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        let done = sqlx::query("DELETE FROM servers WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await.map_err(db)?;
+        let done =
+            sqlx::query("DELETE FROM servers WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await.map_err(db)?;
         if done.rows_affected() == 0 {
             return Err(Error::not_found("server"));
         }
         tx.commit().await.map_err(db)
     }
 
-    async fn set_subuser(&self, server: ServerId, user: UserId, permissions: PermissionSet, now: Timestamp) -> Result<Subuser> {
+    async fn set_subuser(
+        &self,
+        server: ServerId,
+        user: UserId,
+        permissions: PermissionSet,
+        now: Timestamp,
+    ) -> Result<Subuser> {
         let s = self.get(server).await?;
         if s.owner_id == user {
             return Err(Error::conflict("the owner cannot be a subuser of their own server"));
@@ -239,12 +248,14 @@ impl ServerRepo for SqliteServers {
         .execute(&self.0)
         .await
         .map_err(|e| map(e, "user", "subuser exists"))?;
-        let row = sqlx::query("SELECT server_id, user_id, permissions, created_at FROM subusers WHERE server_id = ? AND user_id = ?")
-            .bind(server.to_string())
-            .bind(user.to_string())
-            .fetch_one(&self.0)
-            .await
-            .map_err(db)?;
+        let row = sqlx::query(
+            "SELECT server_id, user_id, permissions, created_at FROM subusers WHERE server_id = ? AND user_id = ?",
+        )
+        .bind(server.to_string())
+        .bind(user.to_string())
+        .fetch_one(&self.0)
+        .await
+        .map_err(db)?;
         subuser_from_row(&row)
     }
 

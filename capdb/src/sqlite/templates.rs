@@ -9,8 +9,8 @@ use capcore::model::{Page, PageRequest};
 use capcore::template::{Template, TemplateSpec};
 use capcore::time::Timestamp;
 use capcore::{Error, Result};
-use sqlx::{AssertSqlSafe, SqlitePool};
 use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, SqlitePool};
 
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteTemplates(pub(crate) SqlitePool);
@@ -86,8 +86,11 @@ impl TemplateRepo for SqliteTemplates {
         if used > 0 {
             return Err(Error::conflict(format!("{used} server(s) still use this template")));
         }
-        let done =
-            sqlx::query("DELETE FROM templates WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await.map_err(db)?;
+        let done = sqlx::query("DELETE FROM templates WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         if done.rows_affected() == 0 {
             return Err(Error::not_found("template"));
         }

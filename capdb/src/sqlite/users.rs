@@ -8,8 +8,8 @@ use capcore::ids::UserId;
 use capcore::model::{NewUser, Page, PageRequest, User, UserPatch};
 use capcore::time::Timestamp;
 use capcore::{Error, Result};
-use sqlx::{AssertSqlSafe, SqlitePool};
 use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, SqlitePool};
 
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteUsers(pub(crate) SqlitePool);
@@ -120,9 +120,12 @@ impl UserRepo for SqliteUsers {
             .await
             .map_err(db)?;
         if owned > 0 {
-            return Err(Error::conflict(format!("the user still owns {owned} server(s); delete or transfer them first")));
+            return Err(Error::conflict(format!(
+                "the user still owns {owned} server(s); delete or transfer them first"
+            )));
         }
-        let done = sqlx::query("DELETE FROM users WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await.map_err(db)?;
+        let done =
+            sqlx::query("DELETE FROM users WHERE id = ?").bind(id.to_string()).execute(&mut *tx).await.map_err(db)?;
         if done.rows_affected() == 0 {
             return Err(Error::not_found("user"));
         }

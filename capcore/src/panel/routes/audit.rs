@@ -1,14 +1,14 @@
 //! The audit log: everything for auditors; your servers' and your own events for others.
 
 use super::RouteDef;
+use crate::Error;
 use crate::ids::{ServerId, UserId};
 use crate::model::{AuditEvent, AuditFilter, AuditResult};
+use crate::panel::PanelState;
 use crate::panel::error::ApiResult;
 use crate::panel::extract::{Actor, ApiQuery, PageBody, PageQuery};
-use crate::panel::PanelState;
 use crate::permission::{Permission, Scope, is_allowed};
 use crate::time::Timestamp;
-use crate::Error;
 use axum::Json;
 use axum::extract::State;
 use axum::http::Method;
@@ -18,15 +18,17 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 pub(super) fn routes() -> Vec<RouteDef> {
-    vec![RouteDef::new(
-        Method::GET,
-        "/api/audit",
-        "Audit events, newest first",
-        "SYSTEM_AUDIT for all events; otherwise events of servers you may view, or your own with mine=true",
-        get(list),
-    )
-    .query::<AuditQuery>()
-    .response::<PageBody<AuditEvent>>()]
+    vec![
+        RouteDef::new(
+            Method::GET,
+            "/api/audit",
+            "Audit events, newest first",
+            "SYSTEM_AUDIT for all events; otherwise events of servers you may view, or your own with mine=true",
+            get(list),
+        )
+        .query::<AuditQuery>()
+        .response::<PageBody<AuditEvent>>(),
+    ]
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -45,7 +47,11 @@ pub struct AuditQuery {
     pub mine: Option<bool>,
 }
 
-async fn list(State(s): State<Arc<PanelState>>, actor: Actor, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult<Json<PageBody<AuditEvent>>> {
+async fn list(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<PageBody<AuditEvent>>> {
     let page = PageQuery { page: q.page, per_page: q.per_page }.request()?;
     let mut filter = AuditFilter {
         actor_id: q.actor_id,

@@ -4,12 +4,12 @@ use super::RouteDef;
 use crate::backend::{AuthVia, IssuedSession, LoginRequest};
 use crate::ids::{ApiKeyId, UserId};
 use crate::model::ApiKey;
+use crate::model::AuditResult;
+use crate::panel::PanelState;
 use crate::panel::error::{ApiError, ApiResult};
 use crate::panel::extract::{ACCESS_COOKIE, Actor, ApiJson, CSRF_COOKIE, REFRESH_COOKIE, client_ip, cookie, parse_id};
-use crate::panel::PanelState;
 use crate::permission::{Permission, PermissionSet, Scope, effective};
 use crate::time::Timestamp;
-use crate::model::AuditResult;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::request::Parts;
@@ -22,31 +22,92 @@ use std::sync::Arc;
 
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::new(Method::POST, "/api/auth/login", "Log in; sets cookies and returns an access token", "public", post(login))
-            .body::<LoginBody>()
-            .response::<TokenBody>(),
-        RouteDef::new(Method::POST, "/api/auth/refresh", "Rotate the refresh token (cookie or body)", "public", post(refresh))
-            .body::<RefreshBody>()
-            .response::<TokenBody>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/auth/login",
+            "Log in; sets cookies and returns an access token",
+            "public",
+            post(login),
+        )
+        .body::<LoginBody>()
+        .response::<TokenBody>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/auth/refresh",
+            "Rotate the refresh token (cookie or body)",
+            "public",
+            post(refresh),
+        )
+        .body::<RefreshBody>()
+        .response::<TokenBody>(),
         RouteDef::new(Method::POST, "/api/auth/logout", "End this session", "authenticated", post(logout)),
-        RouteDef::new(Method::POST, "/api/auth/logout-all", "End every session of the current user", "authenticated", post(logout_all)),
-        RouteDef::new(Method::GET, "/api/me", "The current user and their global permissions", "authenticated", get(me)).response::<MeView>(),
-        RouteDef::new(Method::PUT, "/api/me/password", "Change the own password (ends other sessions)", "authenticated session", put(change_password))
-            .body::<PasswordBody>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/auth/logout-all",
+            "End every session of the current user",
+            "authenticated",
+            post(logout_all),
+        ),
+        RouteDef::new(
+            Method::GET,
+            "/api/me",
+            "The current user and their global permissions",
+            "authenticated",
+            get(me),
+        )
+        .response::<MeView>(),
+        RouteDef::new(
+            Method::PUT,
+            "/api/me/password",
+            "Change the own password (ends other sessions)",
+            "authenticated session",
+            put(change_password),
+        )
+        .body::<PasswordBody>(),
         RouteDef::new(Method::GET, "/api/permissions", "The permission catalogue", "authenticated", get(permissions))
             .response::<Vec<PermissionView>>(),
-        RouteDef::new(Method::POST, "/api/me/totp", "Start two-factor enrolment", "authenticated session", post(totp_begin))
-            .response::<TotpBeginView>(),
-        RouteDef::new(Method::POST, "/api/me/totp/confirm", "Confirm enrolment with a code", "authenticated session", post(totp_confirm))
-            .body::<CodeBody>(),
-        RouteDef::new(Method::DELETE, "/api/me/totp", "Turn two-factor off with a code", "authenticated session", delete(totp_disable))
-            .body::<CodeBody>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/me/totp",
+            "Start two-factor enrolment",
+            "authenticated session",
+            post(totp_begin),
+        )
+        .response::<TotpBeginView>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/me/totp/confirm",
+            "Confirm enrolment with a code",
+            "authenticated session",
+            post(totp_confirm),
+        )
+        .body::<CodeBody>(),
+        RouteDef::new(
+            Method::DELETE,
+            "/api/me/totp",
+            "Turn two-factor off with a code",
+            "authenticated session",
+            delete(totp_disable),
+        )
+        .body::<CodeBody>(),
         RouteDef::new(Method::GET, "/api/me/api-keys", "List the own API keys", "authenticated", get(list_keys))
             .response::<Vec<ApiKeyView>>(),
-        RouteDef::new(Method::POST, "/api/me/api-keys", "Create an API key; the secret is shown once", "authenticated session", post(create_key))
-            .body::<CreateKeyBody>()
-            .response::<CreatedKeyView>(),
-        RouteDef::new(Method::DELETE, "/api/me/api-keys/{id}", "Revoke an API key", "authenticated", delete(revoke_key)),
+        RouteDef::new(
+            Method::POST,
+            "/api/me/api-keys",
+            "Create an API key; the secret is shown once",
+            "authenticated session",
+            post(create_key),
+        )
+        .body::<CreateKeyBody>()
+        .response::<CreatedKeyView>(),
+        RouteDef::new(
+            Method::DELETE,
+            "/api/me/api-keys/{id}",
+            "Revoke an API key",
+            "authenticated",
+            delete(revoke_key),
+        ),
     ]
 }
 
@@ -156,7 +217,15 @@ pub struct CreatedKeyView {
     pub secret: String,
 }
 
-fn set_cookie(headers: &mut HeaderMap, name: &str, value: &str, path: &str, max_age: u64, http_only: bool, secure: bool) {
+fn set_cookie(
+    headers: &mut HeaderMap,
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: u64,
+    http_only: bool,
+    secure: bool,
+) {
     let mut c = format!("{name}={value}; Path={path}; Max-Age={max_age}; SameSite=Strict");
     if http_only {
         c.push_str("; HttpOnly");
@@ -201,7 +270,11 @@ fn token_response(s: &PanelState, x: IssuedSession) -> Response {
     (headers, Json(body)).into_response()
 }
 
-async fn login(State(s): State<Arc<PanelState>>, parts: Parts, ApiJson(body): ApiJson<LoginBody>) -> ApiResult<Response> {
+async fn login(
+    State(s): State<Arc<PanelState>>,
+    parts: Parts,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> ApiResult<Response> {
     let ip = client_ip(&parts, s.config.trust_proxy);
     if body.email.len() > 254 || body.password.len() > 4096 {
         return Err(crate::Error::invalid("email", "too long").into());
@@ -215,7 +288,8 @@ async fn login(State(s): State<Arc<PanelState>>, parts: Parts, ApiJson(body): Ap
         }
         Err(e) => {
             let detail = serde_json::json!({"email": body.email.to_lowercase(), "error": e.to_string()});
-            let result = if matches!(e, crate::Error::RateLimited { .. }) { AuditResult::Denied } else { AuditResult::Failed };
+            let result =
+                if matches!(e, crate::Error::RateLimited { .. }) { AuditResult::Denied } else { AuditResult::Failed };
             s.audit_login(None, &ip, result, detail).await;
             Err(e.into())
         }
@@ -263,8 +337,15 @@ async fn logout(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult<Res
 
 async fn logout_all(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult<Response> {
     let n = s.auth.logout_everywhere(actor.principal.user_id, s.now()).await?;
-    s.audit(Some(&actor), "auth.logout_all", &PanelState::user_target(actor.principal.user_id), None, AuditResult::Success, serde_json::json!({"sessions": n}))
-        .await;
+    s.audit(
+        Some(&actor),
+        "auth.logout_all",
+        &PanelState::user_target(actor.principal.user_id),
+        None,
+        AuditResult::Success,
+        serde_json::json!({"sessions": n}),
+    )
+    .await;
     Ok((StatusCode::NO_CONTENT, session_cookies(&s, None)).into_response())
 }
 
@@ -287,11 +368,17 @@ async fn me(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult<Json<Me
 fn require_session(actor: &Actor) -> ApiResult<()> {
     match actor.principal.via {
         AuthVia::Session { .. } => Ok(()),
-        AuthVia::ApiKey { .. } => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs a login session, not an API key")),
+        AuthVia::ApiKey { .. } => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs a login session, not an API key"))
+        }
     }
 }
 
-async fn change_password(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJson<PasswordBody>) -> ApiResult<StatusCode> {
+async fn change_password(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiJson(b): ApiJson<PasswordBody>,
+) -> ApiResult<StatusCode> {
     require_session(&actor)?;
     crate::validate::password("new_password", &b.new_password)?;
     let user = s.db.users().get(actor.principal.user_id).await?;
@@ -314,7 +401,12 @@ async fn permissions(_actor: Actor) -> Json<Vec<PermissionView>> {
     Json(
         Permission::ALL
             .iter()
-            .map(|p| PermissionView { name: p.name(), category: p.category(), description: p.description(), server_scoped: p.is_server_scoped() })
+            .map(|p| PermissionView {
+                name: p.name(),
+                category: p.category(),
+                description: p.description(),
+                server_scoped: p.is_server_scoped(),
+            })
             .collect(),
     )
 }
@@ -325,7 +417,11 @@ async fn totp_begin(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult
     Ok(Json(TotpBeginView { secret: setup.secret_base32, otpauth_uri: setup.otpauth_uri }))
 }
 
-async fn totp_confirm(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJson<CodeBody>) -> ApiResult<StatusCode> {
+async fn totp_confirm(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiJson(b): ApiJson<CodeBody>,
+) -> ApiResult<StatusCode> {
     require_session(&actor)?;
     let target = PanelState::user_target(actor.principal.user_id);
     let r = s.auth.totp_confirm(actor.principal.user_id, &b.code, s.now()).await;
@@ -333,7 +429,11 @@ async fn totp_confirm(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b)
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn totp_disable(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJson<CodeBody>) -> ApiResult<StatusCode> {
+async fn totp_disable(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiJson(b): ApiJson<CodeBody>,
+) -> ApiResult<StatusCode> {
     require_session(&actor)?;
     let target = PanelState::user_target(actor.principal.user_id);
     let r = s.auth.totp_disable(actor.principal.user_id, &b.code, s.now()).await;
@@ -346,11 +446,16 @@ async fn list_keys(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult<
     Ok(Json(keys.into_iter().map(ApiKeyView::from).collect()))
 }
 
-async fn create_key(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJson<CreateKeyBody>) -> ApiResult<Json<CreatedKeyView>> {
+async fn create_key(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiJson(b): ApiJson<CreateKeyBody>,
+) -> ApiResult<Json<CreatedKeyView>> {
     require_session(&actor)?;
     let r = s.auth.create_api_key(actor.principal.user_id, &b.name, b.permissions, b.expires_at, s.now()).await;
     let fallback = (PanelState::user_target(actor.principal.user_id), None);
-    let (key, secret) = s.audited(&actor, "api_key.create", |(k, _)| (format!("api_key:{}", k.id), None), fallback, r).await?;
+    let (key, secret) =
+        s.audited(&actor, "api_key.create", |(k, _)| (format!("api_key:{}", k.id), None), fallback, r).await?;
     Ok(Json(CreatedKeyView { key: key.into(), secret }))
 }
 

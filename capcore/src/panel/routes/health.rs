@@ -25,7 +25,8 @@ pub struct Readiness {
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
         RouteDef::new(Method::GET, "/health", "The process is up", "public", get(health)).response::<Health>(),
-        RouteDef::new(Method::GET, "/ready", "Database and cache reachable", "public", get(ready)).response::<Readiness>(),
+        RouteDef::new(Method::GET, "/ready", "Database and cache reachable", "public", get(ready))
+            .response::<Readiness>(),
         RouteDef::new(Method::GET, "/api/openapi.json", "This document", "public", get(openapi)),
     ]
 }

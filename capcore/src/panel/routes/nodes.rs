@@ -19,22 +19,62 @@ use std::sync::Arc;
 
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::new(Method::GET, "/api/nodes", "List nodes", "SYSTEM_NODES", get(list)).query::<PageQuery>().response::<PageBody<NodeView>>(),
-        RouteDef::new(Method::POST, "/api/nodes", "Create a node; the agent token is shown once", "SYSTEM_NODES", post(create))
-            .body::<CreateNodeBody>()
-            .response::<CreatedNodeView>(),
-        RouteDef::new(Method::GET, "/api/nodes/{id}", "Show a node", "SYSTEM_NODES", get(show)).response::<NodeView>(),
-        RouteDef::new(Method::PATCH, "/api/nodes/{id}", "Change a node", "SYSTEM_NODES", patch(update)).body::<UpdateNodeBody>().response::<NodeView>(),
-        RouteDef::new(Method::DELETE, "/api/nodes/{id}", "Delete a node without servers", "SYSTEM_NODES", delete(remove)),
-        RouteDef::new(Method::POST, "/api/nodes/{id}/token", "Replace the agent token; the new one is shown once", "SYSTEM_NODES", post(rotate_token))
-            .response::<CreatedNodeView>(),
-        RouteDef::new(Method::GET, "/api/nodes/{id}/allocations", "List a node's allocations", "SYSTEM_NODES", get(list_allocations))
+        RouteDef::new(Method::GET, "/api/nodes", "List nodes", "SYSTEM_NODES", get(list))
             .query::<PageQuery>()
-            .response::<PageBody<AllocationView>>(),
-        RouteDef::new(Method::POST, "/api/nodes/{id}/allocations", "Add allocations", "SYSTEM_NODES", post(add_allocations))
-            .body::<AddAllocationsBody>()
-            .response::<Vec<AllocationView>>(),
-        RouteDef::new(Method::DELETE, "/api/nodes/{id}/allocations/{allocation_id}", "Delete a free allocation", "SYSTEM_NODES", delete(remove_allocation)),
+            .response::<PageBody<NodeView>>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/nodes",
+            "Create a node; the agent token is shown once",
+            "SYSTEM_NODES",
+            post(create),
+        )
+        .body::<CreateNodeBody>()
+        .response::<CreatedNodeView>(),
+        RouteDef::new(Method::GET, "/api/nodes/{id}", "Show a node", "SYSTEM_NODES", get(show)).response::<NodeView>(),
+        RouteDef::new(Method::PATCH, "/api/nodes/{id}", "Change a node", "SYSTEM_NODES", patch(update))
+            .body::<UpdateNodeBody>()
+            .response::<NodeView>(),
+        RouteDef::new(
+            Method::DELETE,
+            "/api/nodes/{id}",
+            "Delete a node without servers",
+            "SYSTEM_NODES",
+            delete(remove),
+        ),
+        RouteDef::new(
+            Method::POST,
+            "/api/nodes/{id}/token",
+            "Replace the agent token; the new one is shown once",
+            "SYSTEM_NODES",
+            post(rotate_token),
+        )
+        .response::<CreatedNodeView>(),
+        RouteDef::new(
+            Method::GET,
+            "/api/nodes/{id}/allocations",
+            "List a node's allocations",
+            "SYSTEM_NODES",
+            get(list_allocations),
+        )
+        .query::<PageQuery>()
+        .response::<PageBody<AllocationView>>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/nodes/{id}/allocations",
+            "Add allocations",
+            "SYSTEM_NODES",
+            post(add_allocations),
+        )
+        .body::<AddAllocationsBody>()
+        .response::<Vec<AllocationView>>(),
+        RouteDef::new(
+            Method::DELETE,
+            "/api/nodes/{id}/allocations/{allocation_id}",
+            "Delete a free allocation",
+            "SYSTEM_NODES",
+            delete(remove_allocation),
+        ),
     ]
 }
 
@@ -153,8 +193,11 @@ fn expand_ports(specs: &[PortSpec], max: u32) -> Result<Vec<u16>> {
         match spec {
             PortSpec::One(p) => ports.push(crate::validate::port(&field, *p)?),
             PortSpec::Range(r) => {
-                let (a, b) = r.split_once('-').ok_or_else(|| Error::invalid(&field, "must be a port or a range `start-end`"))?;
-                let parse = |s: &str| s.trim().parse::<i64>().map_err(|_| Error::invalid(&field, "must be a port or a range `start-end`"));
+                let (a, b) =
+                    r.split_once('-').ok_or_else(|| Error::invalid(&field, "must be a port or a range `start-end`"))?;
+                let parse = |s: &str| {
+                    s.trim().parse::<i64>().map_err(|_| Error::invalid(&field, "must be a port or a range `start-end`"))
+                };
                 let (start, end) = crate::validate::port_range(&field, parse(a)?, parse(b)?, max)?;
                 ports.extend(start..=end);
             }
@@ -173,7 +216,11 @@ fn expand_ports(specs: &[PortSpec], max: u32) -> Result<Vec<u16>> {
     Ok(ports)
 }
 
-async fn list(State(s): State<Arc<PanelState>>, actor: Actor, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<PageBody<NodeView>>> {
+async fn list(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<PageBody<NodeView>>> {
     let page = q.request()?;
     if !s.holds_global(&actor, Permission::SYSTEM_NODES) {
         return Err(Error::forbidden("missing permission SYSTEM_NODES").into());
@@ -181,7 +228,11 @@ async fn list(State(s): State<Arc<PanelState>>, actor: Actor, ApiQuery(q): ApiQu
     Ok(Json(s.db.nodes().list(page).await?.map(|n| s.node_view(n)).into()))
 }
 
-async fn create(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJson<CreateNodeBody>) -> ApiResult<Json<CreatedNodeView>> {
+async fn create(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiJson(b): ApiJson<CreateNodeBody>,
+) -> ApiResult<Json<CreatedNodeView>> {
     s.require_global(&actor, Permission::SYSTEM_NODES, "node.create").await?;
     let token = random_token("capn_");
     let outcome = async {
@@ -202,7 +253,9 @@ async fn create(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJ
         s.db.nodes().create(new, s.now()).await
     }
     .await;
-    let node = s.audited(&actor, "node.create", |n: &Node| (format!("node:{}", n.id), None), (String::new(), None), outcome).await?;
+    let node = s
+        .audited(&actor, "node.create", |n: &Node| (format!("node:{}", n.id), None), (String::new(), None), outcome)
+        .await?;
     Ok(Json(CreatedNodeView { node: s.node_view(node), token }))
 }
 
@@ -214,7 +267,12 @@ async fn show(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<Str
     Ok(Json(s.node_view(s.db.nodes().get(id).await?)))
 }
 
-async fn update(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>, ApiJson(b): ApiJson<UpdateNodeBody>) -> ApiResult<Json<NodeView>> {
+async fn update(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<UpdateNodeBody>,
+) -> ApiResult<Json<NodeView>> {
     let id: NodeId = parse_id(&id, "node")?;
     s.require_global(&actor, Permission::SYSTEM_NODES, "node.update").await?;
     let outcome = async {
@@ -260,7 +318,11 @@ async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<S
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn rotate_token(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<Json<CreatedNodeView>> {
+async fn rotate_token(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CreatedNodeView>> {
     let id: NodeId = parse_id(&id, "node")?;
     s.require_global(&actor, Permission::SYSTEM_NODES, "node.token").await?;
     let token = random_token("capn_");
@@ -270,7 +332,12 @@ async fn rotate_token(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): 
     Ok(Json(CreatedNodeView { node: s.node_view(s.db.nodes().get(id).await?), token }))
 }
 
-async fn list_allocations(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<PageBody<AllocationView>>> {
+async fn list_allocations(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<PageBody<AllocationView>>> {
     let id: NodeId = parse_id(&id, "node")?;
     let page = q.request()?;
     if !s.holds_global(&actor, Permission::SYSTEM_NODES) {
@@ -280,7 +347,12 @@ async fn list_allocations(State(s): State<Arc<PanelState>>, actor: Actor, Path(i
     Ok(Json(s.db.allocations().list_for_node(id, page).await?.map(AllocationView::from).into()))
 }
 
-async fn add_allocations(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>, ApiJson(b): ApiJson<AddAllocationsBody>) -> ApiResult<Json<Vec<AllocationView>>> {
+async fn add_allocations(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<AddAllocationsBody>,
+) -> ApiResult<Json<Vec<AllocationView>>> {
     let id: NodeId = parse_id(&id, "node")?;
     s.require_global(&actor, Permission::SYSTEM_NODES, "allocation.create").await?;
     let outcome = async {
@@ -295,7 +367,11 @@ async fn add_allocations(State(s): State<Arc<PanelState>>, actor: Actor, Path(id
     Ok(Json(added.into_iter().map(AllocationView::from).collect()))
 }
 
-async fn remove_allocation(State(s): State<Arc<PanelState>>, actor: Actor, Path((id, allocation)): Path<(String, String)>) -> ApiResult<StatusCode> {
+async fn remove_allocation(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path((id, allocation)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let id: NodeId = parse_id(&id, "node")?;
     let allocation: AllocationId = parse_id(&allocation, "allocation")?;
     s.require_global(&actor, Permission::SYSTEM_NODES, "allocation.delete").await?;

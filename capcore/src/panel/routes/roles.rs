@@ -1,14 +1,14 @@
 //! Roles: named sets of global permissions.
 
 use super::RouteDef;
+use crate::Error;
 use crate::ids::RoleId;
 use crate::model::{NewRole, Role, RolePatch};
+use crate::panel::PanelState;
 use crate::panel::error::ApiResult;
 use crate::panel::extract::{Actor, ApiJson, ApiQuery, PageBody, PageQuery, parse_id};
-use crate::panel::PanelState;
 use crate::permission::{Permission, PermissionSet, Scope, effective};
 use crate::time::Timestamp;
-use crate::Error;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
@@ -19,14 +19,34 @@ use std::sync::Arc;
 
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::new(Method::GET, "/api/roles", "List roles", "USER_VIEW", get(list)).query::<PageQuery>().response::<PageBody<RoleView>>(),
-        RouteDef::new(Method::POST, "/api/roles", "Create a role", "USER_PERMISSIONS, holding every permission in it", post(create))
-            .body::<CreateRoleBody>()
-            .response::<RoleView>(),
-        RouteDef::new(Method::PATCH, "/api/roles/{id}", "Change a role", "USER_PERMISSIONS, holding every permission before and after", patch(update))
-            .body::<UpdateRoleBody>()
-            .response::<RoleView>(),
-        RouteDef::new(Method::DELETE, "/api/roles/{id}", "Delete a role (not a builtin one)", "USER_PERMISSIONS", delete(remove)),
+        RouteDef::new(Method::GET, "/api/roles", "List roles", "USER_VIEW", get(list))
+            .query::<PageQuery>()
+            .response::<PageBody<RoleView>>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/roles",
+            "Create a role",
+            "USER_PERMISSIONS, holding every permission in it",
+            post(create),
+        )
+        .body::<CreateRoleBody>()
+        .response::<RoleView>(),
+        RouteDef::new(
+            Method::PATCH,
+            "/api/roles/{id}",
+            "Change a role",
+            "USER_PERMISSIONS, holding every permission before and after",
+            patch(update),
+        )
+        .body::<UpdateRoleBody>()
+        .response::<RoleView>(),
+        RouteDef::new(
+            Method::DELETE,
+            "/api/roles/{id}",
+            "Delete a role (not a builtin one)",
+            "USER_PERMISSIONS",
+            delete(remove),
+        ),
     ]
 }
 
@@ -42,7 +62,14 @@ pub struct RoleView {
 
 impl From<Role> for RoleView {
     fn from(r: Role) -> Self {
-        Self { id: r.id, name: r.name, description: r.description, permissions: r.permissions, builtin: r.builtin, created_at: r.created_at }
+        Self {
+            id: r.id,
+            name: r.name,
+            description: r.description,
+            permissions: r.permissions,
+            builtin: r.builtin,
+            created_at: r.created_at,
+        }
     }
 }
 
@@ -72,7 +99,11 @@ fn check_held(s: &PanelState, actor: &Actor, perms: PermissionSet) -> crate::Res
     Ok(())
 }
 
-async fn list(State(s): State<Arc<PanelState>>, actor: Actor, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<PageBody<RoleView>>> {
+async fn list(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<PageBody<RoleView>>> {
     let page = q.request()?;
     if !s.holds_global(&actor, Permission::USER_VIEW) {
         return Err(Error::forbidden("missing permission USER_VIEW").into());
@@ -80,20 +111,41 @@ async fn list(State(s): State<Arc<PanelState>>, actor: Actor, ApiQuery(q): ApiQu
     Ok(Json(s.db.roles().list(page).await?.map(RoleView::from).into()))
 }
 
-async fn create(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJson<CreateRoleBody>) -> ApiResult<Json<RoleView>> {
+async fn create(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiJson(b): ApiJson<CreateRoleBody>,
+) -> ApiResult<Json<RoleView>> {
     s.require_global(&actor, Permission::USER_PERMISSIONS, "role.create").await?;
     let outcome = async {
         crate::validate::name("name", &b.name, 64)?;
         crate::validate::text("description", &b.description, 1000)?;
         check_held(&s, &actor, b.permissions)?;
-        s.db.roles().create(NewRole { name: b.name.clone(), description: b.description.clone(), permissions: b.permissions, builtin: false }, s.now()).await
+        s.db.roles()
+            .create(
+                NewRole {
+                    name: b.name.clone(),
+                    description: b.description.clone(),
+                    permissions: b.permissions,
+                    builtin: false,
+                },
+                s.now(),
+            )
+            .await
     }
     .await;
-    let role = s.audited(&actor, "role.create", |r: &Role| (format!("role:{}", r.id), None), (String::new(), None), outcome).await?;
+    let role = s
+        .audited(&actor, "role.create", |r: &Role| (format!("role:{}", r.id), None), (String::new(), None), outcome)
+        .await?;
     Ok(Json(role.into()))
 }
 
-async fn update(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>, ApiJson(b): ApiJson<UpdateRoleBody>) -> ApiResult<Json<RoleView>> {
+async fn update(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<UpdateRoleBody>,
+) -> ApiResult<Json<RoleView>> {
     let id: RoleId = parse_id(&id, "role")?;
     s.require_global(&actor, Permission::USER_PERMISSIONS, "role.update").await?;
     let outcome = async {
@@ -111,7 +163,12 @@ async fn update(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<S
         if let Some(p) = b.permissions {
             check_held(&s, &actor, p)?;
         }
-        s.db.roles().update(id, RolePatch { name: b.name.clone(), description: b.description.clone(), permissions: b.permissions }).await
+        s.db.roles()
+            .update(
+                id,
+                RolePatch { name: b.name.clone(), description: b.description.clone(), permissions: b.permissions },
+            )
+            .await
     }
     .await;
     let target = (format!("role:{id}"), None);

@@ -4,10 +4,10 @@ use super::RouteDef;
 use super::nodes::AllocationView;
 use crate::ids::{AllocationId, NodeId, ServerId, TemplateId, UserId};
 use crate::model::{AllocationRequest, Limits, NewServer, PageRequest, Server, ServerFilter, ServerPatch, Subuser};
+use crate::panel::PanelState;
 use crate::panel::agents::{AgentCommand, PowerAction};
 use crate::panel::error::ApiResult;
 use crate::panel::extract::{Actor, ApiJson, ApiQuery, PageBody, PageQuery, parse_id};
-use crate::panel::PanelState;
 use crate::permission::{Permission, PermissionSet, Scope, effective, is_allowed};
 use crate::state::ServerState;
 use crate::time::Timestamp;
@@ -23,37 +23,113 @@ use std::sync::Arc;
 
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::new(Method::GET, "/api/servers", "List the servers you can see", "SERVER_VIEW (global: all; else owned and shared)", get(list))
-            .query::<ServerListQuery>()
-            .response::<PageBody<ServerView>>(),
-        RouteDef::new(Method::POST, "/api/servers", "Create a server", "SERVER_CREATE", post(create)).body::<CreateServerBody>().response::<ServerView>(),
-        RouteDef::new(Method::GET, "/api/servers/{id}", "Show a server", "SERVER_VIEW on the server", get(show)).response::<ServerView>(),
-        RouteDef::new(Method::PATCH, "/api/servers/{id}", "Change a server", "SERVER_UPDATE on the server; owner and limits need it globally", patch(update))
-            .body::<UpdateServerBody>()
+        RouteDef::new(
+            Method::GET,
+            "/api/servers",
+            "List the servers you can see",
+            "SERVER_VIEW (global: all; else owned and shared)",
+            get(list),
+        )
+        .query::<ServerListQuery>()
+        .response::<PageBody<ServerView>>(),
+        RouteDef::new(Method::POST, "/api/servers", "Create a server", "SERVER_CREATE", post(create))
+            .body::<CreateServerBody>()
             .response::<ServerView>(),
+        RouteDef::new(Method::GET, "/api/servers/{id}", "Show a server", "SERVER_VIEW on the server", get(show))
+            .response::<ServerView>(),
+        RouteDef::new(
+            Method::PATCH,
+            "/api/servers/{id}",
+            "Change a server",
+            "SERVER_UPDATE on the server; owner and limits need it globally",
+            patch(update),
+        )
+        .body::<UpdateServerBody>()
+        .response::<ServerView>(),
         RouteDef::new(Method::DELETE, "/api/servers/{id}", "Delete a server", "SERVER_DELETE", delete(remove)),
-        RouteDef::new(Method::GET, "/api/servers/{id}/variables", "The server's template variables and values", "SERVER_VIEW on the server", get(variables))
-            .response::<Vec<VariableView>>(),
-        RouteDef::new(Method::PUT, "/api/servers/{id}/variables", "Set variable values", "SERVER_UPDATE on the server", put(set_variables))
-            .body::<SetVariablesBody>()
-            .response::<Vec<VariableView>>(),
-        RouteDef::new(Method::GET, "/api/servers/{id}/allocations", "The server's allocations", "NETWORK_VIEW on the server", get(allocations))
-            .response::<Vec<AllocationView>>(),
-        RouteDef::new(Method::POST, "/api/servers/{id}/power", "Start, stop, restart or kill", "SERVER_START / SERVER_STOP / SERVER_RESTART on the server", post(power))
-            .body::<PowerBody>(),
-        RouteDef::new(Method::POST, "/api/servers/{id}/command", "Send a console command", "SERVER_CONSOLE on the server", post(command)).body::<CommandBody>(),
-        RouteDef::new(Method::POST, "/api/servers/bulk/power", "Power action on several servers", "per server, as for /power", post(bulk_power))
-            .body::<BulkPowerBody>()
-            .response::<Vec<BulkResult>>(),
-        RouteDef::new(Method::GET, "/api/servers/{id}/subusers", "List subusers", "USER_PERMISSIONS on the server", get(list_subusers))
-            .response::<Vec<SubuserView>>(),
-        RouteDef::new(Method::POST, "/api/servers/{id}/subusers", "Add a subuser by email", "USER_PERMISSIONS on the server, holding what is given", post(add_subuser))
-            .body::<AddSubuserBody>()
-            .response::<SubuserView>(),
-        RouteDef::new(Method::PUT, "/api/servers/{id}/subusers/{user_id}", "Replace a subuser's permissions", "USER_PERMISSIONS on the server, holding what is given", put(set_subuser))
-            .body::<SetSubuserBody>()
-            .response::<SubuserView>(),
-        RouteDef::new(Method::DELETE, "/api/servers/{id}/subusers/{user_id}", "Remove a subuser", "USER_PERMISSIONS on the server", delete(remove_subuser)),
+        RouteDef::new(
+            Method::GET,
+            "/api/servers/{id}/variables",
+            "The server's template variables and values",
+            "SERVER_VIEW on the server",
+            get(variables),
+        )
+        .response::<Vec<VariableView>>(),
+        RouteDef::new(
+            Method::PUT,
+            "/api/servers/{id}/variables",
+            "Set variable values",
+            "SERVER_UPDATE on the server",
+            put(set_variables),
+        )
+        .body::<SetVariablesBody>()
+        .response::<Vec<VariableView>>(),
+        RouteDef::new(
+            Method::GET,
+            "/api/servers/{id}/allocations",
+            "The server's allocations",
+            "NETWORK_VIEW on the server",
+            get(allocations),
+        )
+        .response::<Vec<AllocationView>>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/servers/{id}/power",
+            "Start, stop, restart or kill",
+            "SERVER_START / SERVER_STOP / SERVER_RESTART on the server",
+            post(power),
+        )
+        .body::<PowerBody>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/servers/{id}/command",
+            "Send a console command",
+            "SERVER_CONSOLE on the server",
+            post(command),
+        )
+        .body::<CommandBody>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/servers/bulk/power",
+            "Power action on several servers",
+            "per server, as for /power",
+            post(bulk_power),
+        )
+        .body::<BulkPowerBody>()
+        .response::<Vec<BulkResult>>(),
+        RouteDef::new(
+            Method::GET,
+            "/api/servers/{id}/subusers",
+            "List subusers",
+            "USER_PERMISSIONS on the server",
+            get(list_subusers),
+        )
+        .response::<Vec<SubuserView>>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/servers/{id}/subusers",
+            "Add a subuser by email",
+            "USER_PERMISSIONS on the server, holding what is given",
+            post(add_subuser),
+        )
+        .body::<AddSubuserBody>()
+        .response::<SubuserView>(),
+        RouteDef::new(
+            Method::PUT,
+            "/api/servers/{id}/subusers/{user_id}",
+            "Replace a subuser's permissions",
+            "USER_PERMISSIONS on the server, holding what is given",
+            put(set_subuser),
+        )
+        .body::<SetSubuserBody>()
+        .response::<SubuserView>(),
+        RouteDef::new(
+            Method::DELETE,
+            "/api/servers/{id}/subusers/{user_id}",
+            "Remove a subuser",
+            "USER_PERMISSIONS on the server",
+            delete(remove_subuser),
+        ),
     ]
 }
 
@@ -205,7 +281,11 @@ fn server_target(id: ServerId) -> (String, Option<ServerId>) {
     (format!("server:{id}"), Some(id))
 }
 
-async fn list(State(s): State<Arc<PanelState>>, actor: Actor, ApiQuery(q): ApiQuery<ServerListQuery>) -> ApiResult<Json<PageBody<ServerView>>> {
+async fn list(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiQuery(q): ApiQuery<ServerListQuery>,
+) -> ApiResult<Json<PageBody<ServerView>>> {
     let page = PageQuery { page: q.page, per_page: q.per_page }.request()?;
     let filter = ServerFilter {
         visible_to: (!s.holds_global(&actor, Permission::SERVER_VIEW)).then_some(actor.principal.user_id),
@@ -236,7 +316,11 @@ impl PanelState {
     }
 }
 
-async fn create(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJson<CreateServerBody>) -> ApiResult<Json<ServerView>> {
+async fn create(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiJson(b): ApiJson<CreateServerBody>,
+) -> ApiResult<Json<ServerView>> {
     s.require_global(&actor, Permission::SERVER_CREATE, "server.create").await?;
     let outcome = async {
         crate::validate::name("name", &b.name, 191)?;
@@ -261,10 +345,16 @@ async fn create(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJ
         template.spec.validate_environment(&environment)?;
         let (memory, disk) = s.node_usage(node.id).await?;
         if node.memory_capacity_mb().is_some_and(|cap| memory + limits.memory_mb > cap) {
-            return Err(Error::conflict(format!("node `{}` has not enough memory left for {} MiB", node.name, limits.memory_mb)));
+            return Err(Error::conflict(format!(
+                "node `{}` has not enough memory left for {} MiB",
+                node.name, limits.memory_mb
+            )));
         }
         if node.disk_capacity_mb().is_some_and(|cap| disk + limits.disk_mb > cap) {
-            return Err(Error::conflict(format!("node `{}` has not enough disk left for {} MiB", node.name, limits.disk_mb)));
+            return Err(Error::conflict(format!(
+                "node `{}` has not enough disk left for {} MiB",
+                node.name, limits.disk_mb
+            )));
         }
         let new = NewServer {
             name: b.name.clone(),
@@ -279,7 +369,9 @@ async fn create(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJ
         s.db.servers().create(new, s.now()).await
     }
     .await;
-    let server = s.audited(&actor, "server.create", |srv: &Server| server_target(srv.id), (String::new(), None), outcome).await?;
+    let server = s
+        .audited(&actor, "server.create", |srv: &Server| server_target(srv.id), (String::new(), None), outcome)
+        .await?;
     // The agent installs it when connected; otherwise it picks the server up when it syncs.
     if let Err(e) = s.agents.send(server.node_id, AgentCommand::Install { server: server.id }) {
         tracing::info!(server = %server.id, reason = %e, "install deferred until the agent connects");
@@ -297,7 +389,12 @@ async fn show(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<Str
     Ok(Json(view))
 }
 
-async fn update(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>, ApiJson(b): ApiJson<UpdateServerBody>) -> ApiResult<Json<ServerView>> {
+async fn update(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<UpdateServerBody>,
+) -> ApiResult<Json<ServerView>> {
     let id: ServerId = parse_id(&id, "server")?;
     s.server_access(&actor, id, Permission::SERVER_UPDATE, "server.update").await?;
     let outcome = async {
@@ -319,7 +416,13 @@ async fn update(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<S
                 other => other?,
             };
         }
-        let patch = ServerPatch { name: b.name.clone(), description: b.description.clone(), owner_id: b.owner_id, limits: b.limits, environment: None };
+        let patch = ServerPatch {
+            name: b.name.clone(),
+            description: b.description.clone(),
+            owner_id: b.owner_id,
+            limits: b.limits,
+            environment: None,
+        };
         s.db.servers().update(id, patch, s.now()).await
     }
     .await;
@@ -357,14 +460,23 @@ async fn variable_views(s: &PanelState, server: &Server, all: bool) -> Result<Ve
         .collect())
 }
 
-async fn variables(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<Json<Vec<VariableView>>> {
+async fn variables(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<VariableView>>> {
     let id: ServerId = parse_id(&id, "server")?;
     let (server, _) = s.server_access(&actor, id, Permission::SERVER_VIEW, "server.variables").await?;
     let all = s.holds_global(&actor, Permission::SERVER_UPDATE);
     Ok(Json(variable_views(&s, &server, all).await?))
 }
 
-async fn set_variables(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>, ApiJson(b): ApiJson<SetVariablesBody>) -> ApiResult<Json<Vec<VariableView>>> {
+async fn set_variables(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<SetVariablesBody>,
+) -> ApiResult<Json<Vec<VariableView>>> {
     let id: ServerId = parse_id(&id, "server")?;
     let (server, _) = s.server_access(&actor, id, Permission::SERVER_UPDATE, "server.variables").await?;
     let admin = s.holds_global(&actor, Permission::SERVER_UPDATE);
@@ -375,7 +487,9 @@ async fn set_variables(State(s): State<Arc<PanelState>>, actor: Actor, Path(id):
             match var {
                 Some(v) if admin || (v.user_editable && v.user_viewable) => {}
                 // Hidden variables are reported like unknown ones.
-                Some(v) if !v.user_viewable => return Err(Error::invalid(format!("values.{key}"), "is not a variable of this template")),
+                Some(v) if !v.user_viewable => {
+                    return Err(Error::invalid(format!("values.{key}"), "is not a variable of this template"));
+                }
                 Some(_) => return Err(Error::forbidden(format!("`{key}` is not editable"))),
                 None => return Err(Error::invalid(format!("values.{key}"), "is not a variable of this template")),
             }
@@ -390,7 +504,11 @@ async fn set_variables(State(s): State<Arc<PanelState>>, actor: Actor, Path(id):
     Ok(Json(variable_views(&s, &updated, admin).await?))
 }
 
-async fn allocations(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<Json<Vec<AllocationView>>> {
+async fn allocations(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<AllocationView>>> {
     let id: ServerId = parse_id(&id, "server")?;
     s.server_access(&actor, id, Permission::NETWORK_VIEW, "server.allocations").await?;
     Ok(Json(s.db.allocations().list_for_server(id).await?.into_iter().map(AllocationView::from).collect()))
@@ -416,7 +534,10 @@ fn check_power_state(state: ServerState, action: PowerAction) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::conflict(format!("cannot {} a server that is {state}", serde_json::to_value(action).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())))
+        Err(Error::conflict(format!(
+            "cannot {} a server that is {state}",
+            serde_json::to_value(action).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+        )))
     }
 }
 
@@ -425,7 +546,10 @@ async fn do_power(s: &PanelState, actor: &Actor, id: ServerId, action: PowerActi
     let (server, _) = s.server_access(actor, id, power_permission(action), "server.power").await?;
     let outcome = async {
         if !s.agents.is_connected(server.node_id) {
-            return Err(Error::Unavailable { message: "the server's node is offline: its agent is not connected".into(), source: None });
+            return Err(Error::Unavailable {
+                message: "the server's node is offline: its agent is not connected".into(),
+                source: None,
+            });
         }
         check_power_state(server.state, action)?;
         s.agents.send(server.node_id, AgentCommand::Power { server: id, action })
@@ -434,13 +558,23 @@ async fn do_power(s: &PanelState, actor: &Actor, id: ServerId, action: PowerActi
     s.audited(actor, "server.power", |_| server_target(id), server_target(id), outcome).await
 }
 
-async fn power(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>, ApiJson(b): ApiJson<PowerBody>) -> ApiResult<StatusCode> {
+async fn power(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<PowerBody>,
+) -> ApiResult<StatusCode> {
     let id: ServerId = parse_id(&id, "server")?;
     do_power(&s, &actor, id, b.action).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn command(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>, ApiJson(b): ApiJson<CommandBody>) -> ApiResult<StatusCode> {
+async fn command(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<CommandBody>,
+) -> ApiResult<StatusCode> {
     let id: ServerId = parse_id(&id, "server")?;
     let (server, _) = s.server_access(&actor, id, Permission::SERVER_CONSOLE, "server.command").await?;
     let outcome = async {
@@ -451,7 +585,10 @@ async fn command(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<
             return Err(Error::invalid("command", "must be one line without control characters"));
         }
         if !s.agents.is_connected(server.node_id) {
-            return Err(Error::Unavailable { message: "the server's node is offline: its agent is not connected".into(), source: None });
+            return Err(Error::Unavailable {
+                message: "the server's node is offline: its agent is not connected".into(),
+                source: None,
+            });
         }
         if !server.state.is_up() {
             return Err(Error::conflict(format!("the server is {}; commands need it running", server.state)));
@@ -463,7 +600,11 @@ async fn command(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn bulk_power(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJson<BulkPowerBody>) -> ApiResult<Json<Vec<BulkResult>>> {
+async fn bulk_power(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiJson(b): ApiJson<BulkPowerBody>,
+) -> ApiResult<Json<Vec<BulkResult>>> {
     if b.server_ids.is_empty() || b.server_ids.len() > 100 {
         return Err(Error::invalid("server_ids", "must list 1 to 100 servers").into());
     }
@@ -488,10 +629,20 @@ async fn bulk_power(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): 
 
 async fn subuser_view(s: &PanelState, su: Subuser) -> Result<SubuserView> {
     let u = s.db.users().get(su.user_id).await?;
-    Ok(SubuserView { user_id: u.id, username: u.username, email: u.email, permissions: su.permissions, created_at: su.created_at })
+    Ok(SubuserView {
+        user_id: u.id,
+        username: u.username,
+        email: u.email,
+        permissions: su.permissions,
+        created_at: su.created_at,
+    })
 }
 
-async fn list_subusers(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<Json<Vec<SubuserView>>> {
+async fn list_subusers(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<SubuserView>>> {
     let id: ServerId = parse_id(&id, "server")?;
     s.server_access(&actor, id, Permission::USER_PERMISSIONS, "server.subusers").await?;
     let mut out = Vec::new();
@@ -507,14 +658,21 @@ fn check_grant(subject: &crate::permission::Subject, id: ServerId, wanted: Permi
     if !not_scoped.is_empty() {
         return Err(Error::invalid("permissions", format!("not grantable on a server: {}", not_scoped.join(", "))));
     }
-    let missing: Vec<_> = wanted.iter().filter(|p| !is_allowed(subject, *p, Scope::Server(id))).map(Permission::name).collect();
+    let missing: Vec<_> =
+        wanted.iter().filter(|p| !is_allowed(subject, *p, Scope::Server(id))).map(Permission::name).collect();
     if !missing.is_empty() {
         return Err(Error::forbidden(format!("you cannot grant what you do not hold: {}", missing.join(", "))));
     }
     Ok(())
 }
 
-async fn grant(s: &PanelState, actor: &Actor, id: ServerId, user: UserId, permissions: PermissionSet) -> Result<Subuser> {
+async fn grant(
+    s: &PanelState,
+    actor: &Actor,
+    id: ServerId,
+    user: UserId,
+    permissions: PermissionSet,
+) -> Result<Subuser> {
     let subject = s.server_subject(actor, id).await?;
     check_grant(&subject, id, permissions)?;
     if let Some(existing) = s.db.servers().list_subusers(id).await?.into_iter().find(|su| su.user_id == user) {
@@ -524,12 +682,21 @@ async fn grant(s: &PanelState, actor: &Actor, id: ServerId, user: UserId, permis
     s.db.servers().set_subuser(id, user, permissions, s.now()).await
 }
 
-async fn add_subuser(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>, ApiJson(b): ApiJson<AddSubuserBody>) -> ApiResult<Json<SubuserView>> {
+async fn add_subuser(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<AddSubuserBody>,
+) -> ApiResult<Json<SubuserView>> {
     let id: ServerId = parse_id(&id, "server")?;
     s.server_access(&actor, id, Permission::USER_PERMISSIONS, "subuser.create").await?;
     let outcome = async {
         let email = crate::validate::email("email", &b.email)?;
-        let user = s.db.users().find_by_email(&email).await?.ok_or_else(|| Error::invalid("email", "no user has this email"))?;
+        let user =
+            s.db.users()
+                .find_by_email(&email)
+                .await?
+                .ok_or_else(|| Error::invalid("email", "no user has this email"))?;
         grant(&s, &actor, id, user.id, b.permissions).await
     }
     .await;
@@ -537,7 +704,12 @@ async fn add_subuser(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): P
     Ok(Json(subuser_view(&s, su).await?))
 }
 
-async fn set_subuser(State(s): State<Arc<PanelState>>, actor: Actor, Path((id, user)): Path<(String, String)>, ApiJson(b): ApiJson<SetSubuserBody>) -> ApiResult<Json<SubuserView>> {
+async fn set_subuser(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path((id, user)): Path<(String, String)>,
+    ApiJson(b): ApiJson<SetSubuserBody>,
+) -> ApiResult<Json<SubuserView>> {
     let id: ServerId = parse_id(&id, "server")?;
     let user: UserId = parse_id(&user, "subuser")?;
     s.server_access(&actor, id, Permission::USER_PERMISSIONS, "subuser.update").await?;
@@ -552,13 +724,23 @@ async fn set_subuser(State(s): State<Arc<PanelState>>, actor: Actor, Path((id, u
     Ok(Json(subuser_view(&s, su).await?))
 }
 
-async fn remove_subuser(State(s): State<Arc<PanelState>>, actor: Actor, Path((id, user)): Path<(String, String)>) -> ApiResult<StatusCode> {
+async fn remove_subuser(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path((id, user)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let id: ServerId = parse_id(&id, "server")?;
     let user: UserId = parse_id(&user, "subuser")?;
     s.server_access(&actor, id, Permission::USER_PERMISSIONS, "subuser.delete").await?;
     let outcome = async {
         let subject = s.server_subject(&actor, id).await?;
-        let existing = s.db.servers().list_subusers(id).await?.into_iter().find(|su| su.user_id == user).ok_or_else(|| Error::not_found("subuser"))?;
+        let existing =
+            s.db.servers()
+                .list_subusers(id)
+                .await?
+                .into_iter()
+                .find(|su| su.user_id == user)
+                .ok_or_else(|| Error::not_found("subuser"))?;
         check_grant(&subject, id, existing.permissions)?;
         s.db.servers().remove_subuser(id, user).await
     }

@@ -1,13 +1,13 @@
 //! Templates: CRUD, egg import and export.
 
 use super::RouteDef;
+use crate::Error;
 use crate::ids::TemplateId;
+use crate::panel::PanelState;
 use crate::panel::error::ApiResult;
 use crate::panel::extract::{Actor, ApiJson, ApiQuery, PageBody, PageQuery, parse_id, read_body};
-use crate::panel::PanelState;
 use crate::permission::Permission;
 use crate::template::{Template, TemplateSpec, egg};
-use crate::Error;
 use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode};
@@ -19,13 +19,42 @@ pub(super) fn routes() -> Vec<RouteDef> {
         RouteDef::new(Method::GET, "/api/templates", "List templates", "SYSTEM_TEMPLATES or SERVER_CREATE", get(list))
             .query::<PageQuery>()
             .response::<PageBody<Template>>(),
-        RouteDef::new(Method::POST, "/api/templates", "Create a template", "SYSTEM_TEMPLATES", post(create)).body::<TemplateSpec>().response::<Template>(),
-        RouteDef::new(Method::POST, "/api/templates/import", "Import a Pterodactyl or Pelican egg (JSON or YAML body)", "SYSTEM_TEMPLATES", post(import))
+        RouteDef::new(Method::POST, "/api/templates", "Create a template", "SYSTEM_TEMPLATES", post(create))
+            .body::<TemplateSpec>()
             .response::<Template>(),
-        RouteDef::new(Method::GET, "/api/templates/{id}", "Show a template", "SYSTEM_TEMPLATES or SERVER_CREATE", get(show)).response::<Template>(),
-        RouteDef::new(Method::PUT, "/api/templates/{id}", "Replace a template", "SYSTEM_TEMPLATES", put(update)).body::<TemplateSpec>().response::<Template>(),
-        RouteDef::new(Method::DELETE, "/api/templates/{id}", "Delete a template no server uses", "SYSTEM_TEMPLATES", delete(remove)),
-        RouteDef::new(Method::GET, "/api/templates/{id}/export", "Export as a PTDL_v2 egg", "SYSTEM_TEMPLATES", get(export)),
+        RouteDef::new(
+            Method::POST,
+            "/api/templates/import",
+            "Import a Pterodactyl or Pelican egg (JSON or YAML body)",
+            "SYSTEM_TEMPLATES",
+            post(import),
+        )
+        .response::<Template>(),
+        RouteDef::new(
+            Method::GET,
+            "/api/templates/{id}",
+            "Show a template",
+            "SYSTEM_TEMPLATES or SERVER_CREATE",
+            get(show),
+        )
+        .response::<Template>(),
+        RouteDef::new(Method::PUT, "/api/templates/{id}", "Replace a template", "SYSTEM_TEMPLATES", put(update))
+            .body::<TemplateSpec>()
+            .response::<Template>(),
+        RouteDef::new(
+            Method::DELETE,
+            "/api/templates/{id}",
+            "Delete a template no server uses",
+            "SYSTEM_TEMPLATES",
+            delete(remove),
+        ),
+        RouteDef::new(
+            Method::GET,
+            "/api/templates/{id}/export",
+            "Export as a PTDL_v2 egg",
+            "SYSTEM_TEMPLATES",
+            get(export),
+        ),
     ]
 }
 
@@ -37,7 +66,11 @@ fn may_read(s: &PanelState, actor: &Actor) -> crate::Result<()> {
     }
 }
 
-async fn list(State(s): State<Arc<PanelState>>, actor: Actor, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<PageBody<Template>>> {
+async fn list(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<PageBody<Template>>> {
     let page = q.request()?;
     may_read(&s, &actor)?;
     Ok(Json(s.db.templates().list(page).await?.into()))
@@ -49,14 +82,26 @@ async fn show(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<Str
     Ok(Json(s.db.templates().get(id).await?))
 }
 
-async fn create(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(spec): ApiJson<TemplateSpec>) -> ApiResult<Json<Template>> {
+async fn create(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiJson(spec): ApiJson<TemplateSpec>,
+) -> ApiResult<Json<Template>> {
     s.require_global(&actor, Permission::SYSTEM_TEMPLATES, "template.create").await?;
     let outcome = async {
         spec.validate()?;
         s.db.templates().create(spec, s.now()).await
     }
     .await;
-    let t = s.audited(&actor, "template.create", |t: &Template| (format!("template:{}", t.id), None), (String::new(), None), outcome).await?;
+    let t = s
+        .audited(
+            &actor,
+            "template.create",
+            |t: &Template| (format!("template:{}", t.id), None),
+            (String::new(), None),
+            outcome,
+        )
+        .await?;
     Ok(Json(t))
 }
 
@@ -68,11 +113,24 @@ async fn import(State(s): State<Arc<PanelState>>, actor: Actor, req: Request) ->
         s.db.templates().create(spec, s.now()).await
     }
     .await;
-    let t = s.audited(&actor, "template.import", |t: &Template| (format!("template:{}", t.id), None), (String::new(), None), outcome).await?;
+    let t = s
+        .audited(
+            &actor,
+            "template.import",
+            |t: &Template| (format!("template:{}", t.id), None),
+            (String::new(), None),
+            outcome,
+        )
+        .await?;
     Ok(Json(t))
 }
 
-async fn update(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>, ApiJson(spec): ApiJson<TemplateSpec>) -> ApiResult<Json<Template>> {
+async fn update(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(spec): ApiJson<TemplateSpec>,
+) -> ApiResult<Json<Template>> {
     let id: TemplateId = parse_id(&id, "template")?;
     s.require_global(&actor, Permission::SYSTEM_TEMPLATES, "template.update").await?;
     let outcome = async {
@@ -94,7 +152,11 @@ async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<S
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn export(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn export(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let id: TemplateId = parse_id(&id, "template")?;
     if !s.holds_global(&actor, Permission::SYSTEM_TEMPLATES) {
         return Err(Error::forbidden("missing permission SYSTEM_TEMPLATES").into());

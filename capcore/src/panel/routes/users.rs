@@ -3,9 +3,9 @@
 use super::RouteDef;
 use crate::ids::{RoleId, UserId};
 use crate::model::{NewUser, User, UserPatch};
+use crate::panel::PanelState;
 use crate::panel::error::ApiResult;
 use crate::panel::extract::{Actor, ApiJson, ApiQuery, PageBody, PageQuery, parse_id};
-use crate::panel::PanelState;
 use crate::permission::{Permission, PermissionSet};
 use crate::time::Timestamp;
 use crate::{Error, Result};
@@ -19,16 +19,33 @@ use std::sync::Arc;
 
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::new(Method::GET, "/api/users", "List users", "USER_VIEW", get(list)).query::<UserListQuery>().response::<PageBody<UserView>>(),
-        RouteDef::new(Method::POST, "/api/users", "Create a user", "USER_CREATE (and USER_PERMISSIONS to give roles)", post(create))
-            .body::<CreateUserBody>()
+        RouteDef::new(Method::GET, "/api/users", "List users", "USER_VIEW", get(list))
+            .query::<UserListQuery>()
+            .response::<PageBody<UserView>>(),
+        RouteDef::new(
+            Method::POST,
+            "/api/users",
+            "Create a user",
+            "USER_CREATE (and USER_PERMISSIONS to give roles)",
+            post(create),
+        )
+        .body::<CreateUserBody>()
+        .response::<UserView>(),
+        RouteDef::new(Method::GET, "/api/users/{id}", "Show a user", "USER_VIEW, or yourself", get(show))
             .response::<UserView>(),
-        RouteDef::new(Method::GET, "/api/users/{id}", "Show a user", "USER_VIEW, or yourself", get(show)).response::<UserView>(),
-        RouteDef::new(Method::PATCH, "/api/users/{id}", "Change a user", "USER_UPDATE", patch(update)).body::<UpdateUserBody>().response::<UserView>(),
+        RouteDef::new(Method::PATCH, "/api/users/{id}", "Change a user", "USER_UPDATE", patch(update))
+            .body::<UpdateUserBody>()
+            .response::<UserView>(),
         RouteDef::new(Method::DELETE, "/api/users/{id}", "Delete a user", "USER_DELETE", delete(remove)),
-        RouteDef::new(Method::PUT, "/api/users/{id}/roles", "Replace a user's roles", "USER_PERMISSIONS, holding every permission given", put(set_roles))
-            .body::<SetRolesBody>()
-            .response::<UserView>(),
+        RouteDef::new(
+            Method::PUT,
+            "/api/users/{id}/roles",
+            "Replace a user's roles",
+            "USER_PERMISSIONS, holding every permission given",
+            put(set_roles),
+        )
+        .body::<SetRolesBody>()
+        .response::<UserView>(),
     ]
 }
 
@@ -107,7 +124,9 @@ impl PanelState {
                 .await?
                 .ok_or_else(|| Error::invalid(format!("roles[{i}]"), format!("no role named `{name}`")))?;
             if !role.permissions.is_subset_of(held) {
-                return Err(Error::forbidden(format!("you cannot give the role `{name}`: it holds permissions you do not")));
+                return Err(Error::forbidden(format!(
+                    "you cannot give the role `{name}`: it holds permissions you do not"
+                )));
             }
             ids.push(role.id);
         }
@@ -115,7 +134,11 @@ impl PanelState {
     }
 }
 
-async fn list(State(s): State<Arc<PanelState>>, actor: Actor, ApiQuery(q): ApiQuery<UserListQuery>) -> ApiResult<Json<PageBody<UserView>>> {
+async fn list(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiQuery(q): ApiQuery<UserListQuery>,
+) -> ApiResult<Json<PageBody<UserView>>> {
     let page = PageQuery { page: q.page, per_page: q.per_page }.request()?;
     if !s.holds_global(&actor, Permission::USER_VIEW) {
         return Err(Error::forbidden("missing permission USER_VIEW").into());
@@ -128,7 +151,11 @@ async fn list(State(s): State<Arc<PanelState>>, actor: Actor, ApiQuery(q): ApiQu
     Ok(Json(PageBody { data, page: users.page, per_page: users.per_page, total: users.total }))
 }
 
-async fn create(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJson<CreateUserBody>) -> ApiResult<Json<UserView>> {
+async fn create(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiJson(b): ApiJson<CreateUserBody>,
+) -> ApiResult<Json<UserView>> {
     s.require_global(&actor, Permission::USER_CREATE, "user.create").await?;
     let outcome = async {
         crate::validate::username("username", &b.username)?;
@@ -140,14 +167,23 @@ async fn create(State(s): State<Arc<PanelState>>, actor: Actor, ApiJson(b): ApiJ
         }
         let role_ids = s.grantable_roles(&actor, &names).await?;
         let hash = s.auth.hash_password(&b.password).await?;
-        let user = s.db.users().create(NewUser { username: b.username.clone(), email, password_hash: hash }, s.now()).await?;
+        let user =
+            s.db.users().create(NewUser { username: b.username.clone(), email, password_hash: hash }, s.now()).await?;
         for r in role_ids {
             s.db.roles().assign(user.id, r).await?;
         }
         Ok(user)
     }
     .await;
-    let user = s.audited(&actor, "user.create", |u: &User| (PanelState::user_target(u.id), None), (String::new(), None), outcome).await?;
+    let user = s
+        .audited(
+            &actor,
+            "user.create",
+            |u: &User| (PanelState::user_target(u.id), None),
+            (String::new(), None),
+            outcome,
+        )
+        .await?;
     Ok(Json(s.user_view(user).await?))
 }
 
@@ -160,7 +196,12 @@ async fn show(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<Str
     Ok(Json(s.user_view(u).await?))
 }
 
-async fn update(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>, ApiJson(b): ApiJson<UpdateUserBody>) -> ApiResult<Json<UserView>> {
+async fn update(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<UpdateUserBody>,
+) -> ApiResult<Json<UserView>> {
     let id: UserId = parse_id(&id, "user")?;
     s.require_global(&actor, Permission::USER_UPDATE, "user.update").await?;
     let outcome = async {
@@ -220,7 +261,12 @@ async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<S
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_roles(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>, ApiJson(b): ApiJson<SetRolesBody>) -> ApiResult<Json<UserView>> {
+async fn set_roles(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<SetRolesBody>,
+) -> ApiResult<Json<UserView>> {
     let id: UserId = parse_id(&id, "user")?;
     s.require_global(&actor, Permission::USER_PERMISSIONS, "user.roles").await?;
     let outcome = async {
@@ -233,7 +279,10 @@ async fn set_roles(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Pat
         if !current_perms.is_subset_of(held) {
             return Err(Error::forbidden("the user holds permissions you do not"));
         }
-        if id == actor.principal.user_id && !wanted.iter().any(|w| current.iter().any(|c| c.id == *w && c.name == "admin")) && current.iter().any(|c| c.name == "admin") {
+        if id == actor.principal.user_id
+            && !wanted.iter().any(|w| current.iter().any(|c| c.id == *w && c.name == "admin"))
+            && current.iter().any(|c| c.name == "admin")
+        {
             return Err(Error::conflict("you cannot remove your own admin role"));
         }
         for r in &current {
