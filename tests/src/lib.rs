@@ -211,7 +211,13 @@ impl TestPanel {
     pub async fn login_full(&self, email: &str, password: &str) -> (Value, HeaderMap) {
         let body = json!({"email": email, "password": password});
         let (status, body, headers) = self
-            .send(Method::POST, "/api/auth/login", &Cred::None, Some(Body::from(body.to_string())), Some("application/json"))
+            .send(
+                Method::POST,
+                "/api/auth/login",
+                &Cred::None,
+                Some(Body::from(body.to_string())),
+                Some("application/json"),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "login of {email} failed: {body}");
         (body, headers)
@@ -369,7 +375,8 @@ impl TestPanel {
         let nodes = self.db.nodes().list(all).await.expect("nodes");
         let mut allocations = 0;
         for n in &nodes.items {
-            allocations += self.db.allocations().list_for_node(n.id, PageRequest::new(1, 1)).await.expect("allocations").total;
+            allocations +=
+                self.db.allocations().list_for_node(n.id, PageRequest::new(1, 1)).await.expect("allocations").total;
         }
         let servers = self.db.servers().list(&Default::default(), PageRequest::new(1, 1)).await.expect("servers");
         Counts {

@@ -28,20 +28,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
-        let is_json =
-            req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
-                ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-            });
-        if !is_json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the body must be JSON with `Content-Type: application/json`",
-            ));
-        }
+        require_json(req.headers())?;
         let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// 415 unless the request says its body is JSON.
+pub fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON with `Content-Type: application/json`",
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the whole body within the router's limit.
@@ -72,6 +78,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     })?;
     de.end().map_err(|e| ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")))?;
     Ok(value)
+}
+
+/// Path parameters. A segment that cannot be decoded (not UTF-8) is not found, like any id
+/// that does not parse, and never axum's plain-text rejection.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(path) => Ok(ApiPath(path.0)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => Err(ApiError::not_found("resource")),
+            Err(other) => Err(crate::Error::internal("path parameters missing", other.body_text()).into()),
+        }
+    }
 }
 
 /// Query parameters, with 400 naming what is wrong.

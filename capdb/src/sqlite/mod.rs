@@ -52,6 +52,8 @@ impl SqliteDatabase {
             // Each connection to `:memory:` would be its own empty database.
             .max_connections(if in_memory { 1 } else { config.max_connections.max(1) })
             .acquire_timeout(config.acquire_timeout)
+            // A local file does not drop connections; a ping per query would double the round trips.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|e| Error::unavailable(format!("cannot open SQLite database `{url}`"), e))?;

@@ -1,6 +1,6 @@
 //! Servers, their allocations and subusers in SQLite.
 
-use super::{get, get_id, like_contains, to_page};
+use super::{get, get_id, like_contains};
 use crate::error::{corrupt, db, map};
 use async_trait::async_trait;
 use capcore::backend::ServerRepo;
@@ -43,6 +43,58 @@ fn from_row(row: &SqliteRow) -> Result<Server> {
         created_at: Timestamp(get(row, "created_at")?),
         updated_at: Timestamp(get(row, "updated_at")?),
     })
+}
+
+/// The columns as `json_object` arguments, for [`ServerJson`].
+const JSON_FIELDS: &str = "'id', id, 'name', name, 'description', description, 'owner_id', owner_id, \
+    'node_id', node_id, 'template_id', template_id, 'memory_mb', memory_mb, 'swap_mb', swap_mb, \
+    'cpu_percent', cpu_percent, 'disk_mb', disk_mb, 'io_weight', io_weight, 'pids', pids, \
+    'environment', json(environment), 'state', state, 'created_at', created_at, 'updated_at', updated_at";
+
+/// One server as `json_object(JSON_FIELDS)` spells it.
+#[derive(serde::Deserialize)]
+struct ServerJson {
+    id: ServerId,
+    name: String,
+    description: String,
+    owner_id: UserId,
+    node_id: NodeId,
+    template_id: capcore::ids::TemplateId,
+    memory_mb: i64,
+    swap_mb: i64,
+    cpu_percent: i64,
+    disk_mb: i64,
+    io_weight: i64,
+    pids: i64,
+    environment: std::collections::BTreeMap<String, String>,
+    state: ServerState,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<ServerJson> for Server {
+    fn from(j: ServerJson) -> Self {
+        Server {
+            id: j.id,
+            name: j.name,
+            description: j.description,
+            owner_id: j.owner_id,
+            node_id: j.node_id,
+            template_id: j.template_id,
+            limits: Limits {
+                memory_mb: j.memory_mb,
+                swap_mb: j.swap_mb,
+                cpu_percent: j.cpu_percent,
+                disk_mb: j.disk_mb,
+                io_weight: j.io_weight,
+                pids: j.pids,
+            },
+            environment: j.environment,
+            state: j.state,
+            created_at: Timestamp(j.created_at),
+            updated_at: Timestamp(j.updated_at),
+        }
+    }
 }
 
 fn env_json(env: &std::collections::BTreeMap<String, String>) -> Result<String> {
@@ -139,17 +191,28 @@ impl ServerRepo for SqliteServers {
     }
 
     async fn list(&self, filter: &ServerFilter, page: PageRequest) -> Result<Page<Server>> {
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM servers");
-        push_filter(&mut count, filter);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.0).await.map_err(db)?;
-        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM servers"));
+        // One statement, one row: the count and the page as a JSON array. Each statement is a
+        // round trip to sqlx's SQLite worker thread, and each row another hop, so this is
+        // several times faster than COUNT + SELECT for a page of 100.
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT (SELECT COUNT(*) FROM servers");
+        push_filter(&mut q, filter);
+        q.push(format!(") AS total, (SELECT json_group_array(json_object({JSON_FIELDS}) ORDER BY created_at, id) FROM (SELECT * FROM servers"));
         push_filter(&mut q, filter);
         q.push(" ORDER BY created_at, id LIMIT ")
             .push_bind(i64::from(page.per_page))
             .push(" OFFSET ")
-            .push_bind(page.offset() as i64);
-        let rows = q.build().fetch_all(&self.0).await.map_err(db)?;
-        to_page(&rows, total, page, from_row)
+            .push_bind(page.offset() as i64)
+            .push(")) AS items");
+        let row = q.build().fetch_one(&self.0).await.map_err(db)?;
+        let total: i64 = get(&row, "total")?;
+        let items: String = get(&row, "items")?;
+        let rows: Vec<ServerJson> = serde_json::from_str(&items).map_err(|e| corrupt("server list", e))?;
+        Ok(Page {
+            items: rows.into_iter().map(Server::from).collect(),
+            total: total as u64,
+            page: page.page,
+            per_page: page.per_page,
+        })
     }
 
     async fn update(&self, id: ServerId, patch: ServerPatch, now: Timestamp) -> Result<Server> {

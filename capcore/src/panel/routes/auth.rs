@@ -7,11 +7,14 @@ use crate::model::ApiKey;
 use crate::model::AuditResult;
 use crate::panel::PanelState;
 use crate::panel::error::{ApiError, ApiResult};
-use crate::panel::extract::{ACCESS_COOKIE, Actor, ApiJson, CSRF_COOKIE, REFRESH_COOKIE, client_ip, cookie, parse_id};
+use crate::panel::extract::{
+    ACCESS_COOKIE, Actor, ApiJson, ApiPath, CSRF_COOKIE, REFRESH_COOKIE, client_ip, cookie, parse_id, parse_json,
+    read_body, require_json,
+};
 use crate::permission::{Permission, PermissionSet, Scope, effective};
 use crate::time::Timestamp;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -59,7 +62,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
         RouteDef::new(
             Method::PUT,
             "/api/me/password",
-            "Change the own password (ends other sessions)",
+            "Change the own password (ends every session, this one too)",
             "authenticated session",
             put(change_password),
         )
@@ -276,33 +279,44 @@ async fn login(
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
     let ip = client_ip(&parts, s.config.trust_proxy);
-    if body.email.len() > 254 || body.password.len() > 4096 {
-        return Err(crate::Error::invalid("email", "too long").into());
+    if body.email.len() > 254 {
+        return Err(crate::Error::invalid("email", "must be at most 254 bytes").into());
+    }
+    if body.password.len() > 4096 {
+        return Err(crate::Error::invalid("password", "must be at most 4096 bytes").into());
     }
     let req = LoginRequest { email: body.email.clone(), password: body.password, totp: body.totp, ip: ip.clone() };
     match s.auth.login(req, s.now()).await {
         Ok(x) => {
             let detail = serde_json::json!({"email": body.email.to_lowercase()});
-            s.audit_login(Some(x.user_id), &ip, AuditResult::Success, detail).await;
+            s.audit_session("auth.login", Some(x.user_id), &ip, AuditResult::Success, detail).await;
             Ok(token_response(&s, x))
         }
         Err(e) => {
             let detail = serde_json::json!({"email": body.email.to_lowercase(), "error": e.to_string()});
             let result =
                 if matches!(e, crate::Error::RateLimited { .. }) { AuditResult::Denied } else { AuditResult::Failed };
-            s.audit_login(None, &ip, result, detail).await;
+            s.audit_session("auth.login", None, &ip, result, detail).await;
             Err(e.into())
         }
     }
 }
 
 impl PanelState {
-    async fn audit_login(&self, user: Option<UserId>, ip: &str, result: AuditResult, detail: serde_json::Value) {
+    /// Audits a login or refresh, where the actor is known only on success.
+    async fn audit_session(
+        &self,
+        action: &str,
+        user: Option<UserId>,
+        ip: &str,
+        result: AuditResult,
+        detail: serde_json::Value,
+    ) {
         let event = crate::model::AuditEvent {
             id: crate::ids::AuditEventId::new_random(),
             at: self.now(),
             actor_id: user,
-            action: "auth.login".into(),
+            action: action.into(),
             target: user.map(PanelState::user_target).unwrap_or_default(),
             server_id: None,
             ip: ip.into(),
@@ -315,18 +329,34 @@ impl PanelState {
     }
 }
 
-async fn refresh(State(s): State<Arc<PanelState>>, parts: Parts, body: axum::body::Bytes) -> ApiResult<Response> {
+async fn refresh(State(s): State<Arc<PanelState>>, parts: Parts, req: Request) -> ApiResult<Response> {
     let ip = client_ip(&parts, s.config.trust_proxy);
-    let from_body: RefreshBody =
-        if body.is_empty() { RefreshBody::default() } else { crate::panel::extract::parse_json(&body)? };
+    // Browsers send no body (the cookie carries the token); a body must be JSON like anywhere else.
+    let body = read_body(req, &()).await?;
+    let from_body: RefreshBody = if body.is_empty() {
+        RefreshBody::default()
+    } else {
+        require_json(&parts.headers)?;
+        parse_json(&body)?
+    };
     let token = match from_body.refresh_token {
         Some(t) => t,
         None => cookie(&parts.headers, REFRESH_COOKIE)
             .map(str::to_string)
             .ok_or_else(|| crate::Error::unauthorized("no refresh token"))?,
     };
-    let x = s.auth.refresh(&token, &ip, s.now()).await?;
-    Ok(token_response(&s, x))
+    // Audited both ways: a reused token ending a session is what an admin must be able to see.
+    match s.auth.refresh(&token, &ip, s.now()).await {
+        Ok(x) => {
+            s.audit_session("auth.refresh", Some(x.user_id), &ip, AuditResult::Success, serde_json::Value::Null).await;
+            Ok(token_response(&s, x))
+        }
+        Err(e) => {
+            let detail = serde_json::json!({"error": e.to_string()});
+            s.audit_session("auth.refresh", None, &ip, AuditResult::Failed, detail).await;
+            Err(e.into())
+        }
+    }
 }
 
 async fn logout(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult<Response> {
@@ -459,7 +489,11 @@ async fn create_key(
     Ok(Json(CreatedKeyView { key: key.into(), secret }))
 }
 
-async fn revoke_key(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn revoke_key(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
     let id: ApiKeyId = parse_id(&id, "api key")?;
     let r = s.auth.revoke_api_key(actor.principal.user_id, id).await;
     let target = (format!("api_key:{id}"), None);

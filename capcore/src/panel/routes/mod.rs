@@ -91,6 +91,14 @@ pub(crate) fn router(state: Arc<PanelState>) -> Router {
     }
     router
         .fallback(|| async { super::error::ApiError::not_found("route") })
+        // After the routes: axum applies it to the routes present. It keeps the `Allow` header.
+        .method_not_allowed_fallback(|| async {
+            super::error::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method; see the Allow header",
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -4,13 +4,13 @@ use super::RouteDef;
 use crate::ids::{AllocationId, NodeId, ServerId};
 use crate::model::{Allocation, NewNode, Node, NodePatch};
 use crate::panel::error::ApiResult;
-use crate::panel::extract::{Actor, ApiJson, ApiQuery, PageBody, PageQuery, parse_id};
+use crate::panel::extract::{Actor, ApiJson, ApiPath, ApiQuery, PageBody, PageQuery, parse_id};
 use crate::panel::{PanelState, random_token, token_hash};
 use crate::permission::Permission;
 use crate::time::Timestamp;
 use crate::{Error, Result};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::routing::{delete, get, patch, post};
 use schemars::JsonSchema;
@@ -259,7 +259,11 @@ async fn create(
     Ok(Json(CreatedNodeView { node: s.node_view(node), token }))
 }
 
-async fn show(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<Json<NodeView>> {
+async fn show(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<NodeView>> {
     let id: NodeId = parse_id(&id, "node")?;
     if !s.holds_global(&actor, Permission::SYSTEM_NODES) {
         return Err(Error::forbidden("missing permission SYSTEM_NODES").into());
@@ -270,7 +274,7 @@ async fn show(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<Str
 async fn update(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<UpdateNodeBody>,
 ) -> ApiResult<Json<NodeView>> {
     let id: NodeId = parse_id(&id, "node")?;
@@ -309,7 +313,7 @@ async fn update(
     Ok(Json(s.node_view(node)))
 }
 
-async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
     let id: NodeId = parse_id(&id, "node")?;
     s.require_global(&actor, Permission::SYSTEM_NODES, "node.delete").await?;
     let target = (format!("node:{id}"), None);
@@ -321,7 +325,7 @@ async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<S
 async fn rotate_token(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<CreatedNodeView>> {
     let id: NodeId = parse_id(&id, "node")?;
     s.require_global(&actor, Permission::SYSTEM_NODES, "node.token").await?;
@@ -335,7 +339,7 @@ async fn rotate_token(
 async fn list_allocations(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<PageBody<AllocationView>>> {
     let id: NodeId = parse_id(&id, "node")?;
@@ -350,7 +354,7 @@ async fn list_allocations(
 async fn add_allocations(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<AddAllocationsBody>,
 ) -> ApiResult<Json<Vec<AllocationView>>> {
     let id: NodeId = parse_id(&id, "node")?;
@@ -370,7 +374,7 @@ async fn add_allocations(
 async fn remove_allocation(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path((id, allocation)): Path<(String, String)>,
+    ApiPath((id, allocation)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let id: NodeId = parse_id(&id, "node")?;
     let allocation: AllocationId = parse_id(&allocation, "allocation")?;

@@ -6,11 +6,11 @@ use crate::ids::RoleId;
 use crate::model::{NewRole, Role, RolePatch};
 use crate::panel::PanelState;
 use crate::panel::error::ApiResult;
-use crate::panel::extract::{Actor, ApiJson, ApiQuery, PageBody, PageQuery, parse_id};
+use crate::panel::extract::{Actor, ApiJson, ApiPath, ApiQuery, PageBody, PageQuery, parse_id};
 use crate::permission::{Permission, PermissionSet, Scope, effective};
 use crate::time::Timestamp;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::routing::{delete, get, patch, post};
 use schemars::JsonSchema;
@@ -143,7 +143,7 @@ async fn create(
 async fn update(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<UpdateRoleBody>,
 ) -> ApiResult<Json<RoleView>> {
     let id: RoleId = parse_id(&id, "role")?;
@@ -176,7 +176,7 @@ async fn update(
     Ok(Json(role.into()))
 }
 
-async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
     let id: RoleId = parse_id(&id, "role")?;
     s.require_global(&actor, Permission::USER_PERMISSIONS, "role.delete").await?;
     let outcome = async {

@@ -7,13 +7,13 @@ use crate::model::{AllocationRequest, Limits, NewServer, PageRequest, Server, Se
 use crate::panel::PanelState;
 use crate::panel::agents::{AgentCommand, PowerAction};
 use crate::panel::error::ApiResult;
-use crate::panel::extract::{Actor, ApiJson, ApiQuery, PageBody, PageQuery, parse_id};
+use crate::panel::extract::{Actor, ApiJson, ApiPath, ApiQuery, PageBody, PageQuery, parse_id};
 use crate::permission::{Permission, PermissionSet, Scope, effective, is_allowed};
 use crate::state::ServerState;
 use crate::time::Timestamp;
 use crate::{Error, Result};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::routing::{delete, get, patch, post, put};
 use schemars::JsonSchema;
@@ -379,7 +379,11 @@ async fn create(
     Ok(Json(server.into()))
 }
 
-async fn show(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<Json<ServerView>> {
+async fn show(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<ServerView>> {
     let id: ServerId = parse_id(&id, "server")?;
     let (server, subject) = s.server_access(&actor, id, Permission::SERVER_VIEW, "server.view").await?;
     let allocations = s.db.allocations().list_for_server(id).await?.into_iter().map(AllocationView::from).collect();
@@ -392,7 +396,7 @@ async fn show(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<Str
 async fn update(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<UpdateServerBody>,
 ) -> ApiResult<Json<ServerView>> {
     let id: ServerId = parse_id(&id, "server")?;
@@ -430,7 +434,7 @@ async fn update(
     Ok(Json(server.into()))
 }
 
-async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
     let id: ServerId = parse_id(&id, "server")?;
     let (server, _) = s.server_access(&actor, id, Permission::SERVER_DELETE, "server.delete").await?;
     let outcome = s.db.servers().delete(id).await;
@@ -463,7 +467,7 @@ async fn variable_views(s: &PanelState, server: &Server, all: bool) -> Result<Ve
 async fn variables(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Vec<VariableView>>> {
     let id: ServerId = parse_id(&id, "server")?;
     let (server, _) = s.server_access(&actor, id, Permission::SERVER_VIEW, "server.variables").await?;
@@ -474,7 +478,7 @@ async fn variables(
 async fn set_variables(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<SetVariablesBody>,
 ) -> ApiResult<Json<Vec<VariableView>>> {
     let id: ServerId = parse_id(&id, "server")?;
@@ -507,7 +511,7 @@ async fn set_variables(
 async fn allocations(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Vec<AllocationView>>> {
     let id: ServerId = parse_id(&id, "server")?;
     s.server_access(&actor, id, Permission::NETWORK_VIEW, "server.allocations").await?;
@@ -561,7 +565,7 @@ async fn do_power(s: &PanelState, actor: &Actor, id: ServerId, action: PowerActi
 async fn power(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<PowerBody>,
 ) -> ApiResult<StatusCode> {
     let id: ServerId = parse_id(&id, "server")?;
@@ -572,7 +576,7 @@ async fn power(
 async fn command(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<CommandBody>,
 ) -> ApiResult<StatusCode> {
     let id: ServerId = parse_id(&id, "server")?;
@@ -641,7 +645,7 @@ async fn subuser_view(s: &PanelState, su: Subuser) -> Result<SubuserView> {
 async fn list_subusers(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Vec<SubuserView>>> {
     let id: ServerId = parse_id(&id, "server")?;
     s.server_access(&actor, id, Permission::USER_PERMISSIONS, "server.subusers").await?;
@@ -685,7 +689,7 @@ async fn grant(
 async fn add_subuser(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<AddSubuserBody>,
 ) -> ApiResult<Json<SubuserView>> {
     let id: ServerId = parse_id(&id, "server")?;
@@ -707,7 +711,7 @@ async fn add_subuser(
 async fn set_subuser(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path((id, user)): Path<(String, String)>,
+    ApiPath((id, user)): ApiPath<(String, String)>,
     ApiJson(b): ApiJson<SetSubuserBody>,
 ) -> ApiResult<Json<SubuserView>> {
     let id: ServerId = parse_id(&id, "server")?;
@@ -727,7 +731,7 @@ async fn set_subuser(
 async fn remove_subuser(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path((id, user)): Path<(String, String)>,
+    ApiPath((id, user)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let id: ServerId = parse_id(&id, "server")?;
     let user: UserId = parse_id(&user, "subuser")?;

@@ -5,11 +5,11 @@ use crate::Error;
 use crate::ids::TemplateId;
 use crate::panel::PanelState;
 use crate::panel::error::ApiResult;
-use crate::panel::extract::{Actor, ApiJson, ApiQuery, PageBody, PageQuery, parse_id, read_body};
+use crate::panel::extract::{Actor, ApiJson, ApiPath, ApiQuery, PageBody, PageQuery, parse_id, read_body};
 use crate::permission::Permission;
 use crate::template::{Template, TemplateSpec, egg};
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::routing::{delete, get, post, put};
 use std::sync::Arc;
@@ -76,7 +76,11 @@ async fn list(
     Ok(Json(s.db.templates().list(page).await?.into()))
 }
 
-async fn show(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<Json<Template>> {
+async fn show(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Template>> {
     let id: TemplateId = parse_id(&id, "template")?;
     may_read(&s, &actor)?;
     Ok(Json(s.db.templates().get(id).await?))
@@ -128,7 +132,7 @@ async fn import(State(s): State<Arc<PanelState>>, actor: Actor, req: Request) ->
 async fn update(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(spec): ApiJson<TemplateSpec>,
 ) -> ApiResult<Json<Template>> {
     let id: TemplateId = parse_id(&id, "template")?;
@@ -143,7 +147,7 @@ async fn update(
     Ok(Json(t))
 }
 
-async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
     let id: TemplateId = parse_id(&id, "template")?;
     s.require_global(&actor, Permission::SYSTEM_TEMPLATES, "template.delete").await?;
     let target = (format!("template:{id}"), None);
@@ -155,7 +159,7 @@ async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<S
 async fn export(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id: TemplateId = parse_id(&id, "template")?;
     if !s.holds_global(&actor, Permission::SYSTEM_TEMPLATES) {

@@ -5,12 +5,12 @@ use crate::ids::{RoleId, UserId};
 use crate::model::{NewUser, User, UserPatch};
 use crate::panel::PanelState;
 use crate::panel::error::ApiResult;
-use crate::panel::extract::{Actor, ApiJson, ApiQuery, PageBody, PageQuery, parse_id};
+use crate::panel::extract::{Actor, ApiJson, ApiPath, ApiQuery, PageBody, PageQuery, parse_id};
 use crate::permission::{Permission, PermissionSet};
 use crate::time::Timestamp;
 use crate::{Error, Result};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::routing::{delete, get, patch, post, put};
 use schemars::JsonSchema;
@@ -187,7 +187,11 @@ async fn create(
     Ok(Json(s.user_view(user).await?))
 }
 
-async fn show(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<Json<UserView>> {
+async fn show(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<UserView>> {
     let id: UserId = parse_id(&id, "user")?;
     if id != actor.principal.user_id && !s.holds_global(&actor, Permission::USER_VIEW) {
         return Err(Error::not_found("user").into());
@@ -199,7 +203,7 @@ async fn show(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<Str
 async fn update(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<UpdateUserBody>,
 ) -> ApiResult<Json<UserView>> {
     let id: UserId = parse_id(&id, "user")?;
@@ -242,7 +246,7 @@ async fn update(
     Ok(Json(s.user_view(user).await?))
 }
 
-async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
     let id: UserId = parse_id(&id, "user")?;
     s.require_global(&actor, Permission::USER_DELETE, "user.delete").await?;
     let outcome = async {
@@ -264,7 +268,7 @@ async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, Path(id): Path<S
 async fn set_roles(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<SetRolesBody>,
 ) -> ApiResult<Json<UserView>> {
     let id: UserId = parse_id(&id, "user")?;
