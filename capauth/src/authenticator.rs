@@ -137,35 +137,45 @@ impl CapAuthenticator {
 
     async fn authenticate_access_token(&self, token: &str, now: Timestamp) -> Result<Principal> {
         let claims = self.signer.verify(token, secs(now))?;
-        let session = match self.db.sessions().get(claims.sid).await {
-            Err(Error::NotFound { .. }) => return Err(Error::unauthorized("the session has ended")),
+        let ended = || Error::unauthorized("the session has ended");
+        let (session, ctx) = match self.db.session_context(claims.sid).await {
+            Err(Error::NotFound { .. }) => return Err(ended()),
             other => other?,
         };
         if session.revoked || session.user_id != claims.sub || session.expires_at <= now {
-            return Err(Error::unauthorized("the session has ended"));
+            return Err(ended());
         }
-        self.live_user(claims.sub).await?;
-        let global = self.db.roles().global_permissions(claims.sub).await?;
-        Ok(Principal { user_id: claims.sub, global, via: AuthVia::Session { id: claims.sid, csrf: claims.csrf } })
+        if ctx.user.disabled {
+            return Err(Error::unauthorized("the account is disabled"));
+        }
+        Ok(Principal {
+            user_id: claims.sub,
+            global: ctx.global,
+            via: AuthVia::Session { id: claims.sid, csrf: claims.csrf },
+        })
     }
 
     async fn authenticate_api_key(&self, key: &str, now: Timestamp) -> Result<Principal> {
         let invalid = || Error::unauthorized("the API key is invalid");
         let rest = key.strip_prefix(API_KEY_PREFIX).ok_or_else(invalid)?;
         let (prefix, secret) = rest.split_once('_').ok_or_else(invalid)?;
-        let stored = self.db.api_keys().find_by_prefix(prefix).await?.ok_or_else(invalid)?;
+        let (stored, ctx) = self.db.api_key_context(prefix).await?.ok_or_else(invalid)?;
         if !same(&stored.secret_hash, &secret_hash(secret)) {
             return Err(invalid());
         }
         if stored.expires_at.is_some_and(|e| e <= now) {
             return Err(Error::unauthorized("the API key has expired"));
         }
-        self.live_user(stored.user_id).await?;
-        let global = self.db.roles().global_permissions(stored.user_id).await?;
-        self.db.api_keys().touch(stored.id, now).await?;
+        if ctx.user.disabled {
+            return Err(Error::unauthorized("the account is disabled"));
+        }
+        // Recording use is a write; once a minute per key is enough to answer "is it in use".
+        if stored.last_used_at.is_none_or(|t| now.0 - t.0 >= 60_000) {
+            self.db.api_keys().touch(stored.id, now).await?;
+        }
         Ok(Principal {
             user_id: stored.user_id,
-            global,
+            global: ctx.global,
             via: AuthVia::ApiKey { id: stored.id, limit: stored.permissions },
         })
     }

@@ -47,6 +47,13 @@ pub struct UserPatch {
     pub disabled: Option<bool>,
 }
 
+/// A user with the union of their roles' permissions, as authentication needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthContext {
+    pub user: User,
+    pub global: PermissionSet,
+}
+
 /// A named set of global permissions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Role {

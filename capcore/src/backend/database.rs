@@ -45,6 +45,24 @@ pub trait Database: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// `sqlite`, `postgres`, ...
     fn backend_name(&self) -> &'static str;
+
+    /// A session with its user and the user's global permissions: what checking an access
+    /// token needs. Provided from the repositories; a backend may override it with one round
+    /// trip. `NotFound` when the session (or its user) does not exist.
+    async fn session_context(&self, id: SessionId) -> Result<(Session, AuthContext)> {
+        let session = self.sessions().get(id).await?;
+        let user = self.users().get(session.user_id).await?;
+        let global = self.roles().global_permissions(user.id).await?;
+        Ok((session, AuthContext { user, global }))
+    }
+
+    /// An API key with its user and the user's global permissions, by prefix.
+    async fn api_key_context(&self, prefix: &str) -> Result<Option<(ApiKey, AuthContext)>> {
+        let Some(key) = self.api_keys().find_by_prefix(prefix).await? else { return Ok(None) };
+        let user = self.users().get(key.user_id).await?;
+        let global = self.roles().global_permissions(user.id).await?;
+        Ok(Some((key, AuthContext { user, global })))
+    }
 }
 
 #[async_trait]

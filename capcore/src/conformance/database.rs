@@ -112,6 +112,8 @@ macro_rules! database_conformance_tests {
                 api_keys_create_find_by_prefix_and_list_for_user,
                 api_keys_delete_of_another_users_key_is_not_found,
                 api_keys_touch_sets_last_used_at,
+                session_context_joins_session_user_and_roles,
+                api_key_context_joins_key_user_and_roles,
                 audit_append_then_list_newest_first,
                 audit_list_filters_each_field,
                 audit_list_pages_with_total,
@@ -1954,6 +1956,48 @@ pub async fn api_keys_touch_sets_last_used_at(db: Arc<dyn Database>) {
     db.api_keys().touch(key.id, used_again).await.unwrap();
     assert_eq!(db.api_keys().find_by_prefix(&key.prefix).await.unwrap().unwrap().last_used_at, Some(used_again));
     assert_eq!(db.api_keys().find_by_prefix(&untouched.prefix).await.unwrap(), Some(untouched));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication lookups
+// ---------------------------------------------------------------------------------------------
+
+/// Gives `user` two roles and returns the union of their permissions.
+async fn two_roles(db: &dyn Database, user: UserId) -> PermissionSet {
+    let a =
+        db.roles().create(new_role("ctx-a", &[Permission::SERVER_VIEW, Permission::USER_VIEW]), clock()).await.unwrap();
+    let b = db.roles().create(new_role("ctx-b", &[Permission::SYSTEM_AUDIT]), clock()).await.unwrap();
+    db.roles().assign(user, a.id).await.unwrap();
+    db.roles().assign(user, b.id).await.unwrap();
+    a.permissions.union(b.permissions)
+}
+
+pub async fn session_context_joins_session_user_and_roles(db: Arc<dyn Database>) {
+    let user = make_user(&*db, "ctx").await;
+    let plain = make_user(&*db, "ctx-plain").await;
+    let global = two_roles(&*db, user.id).await;
+    let session = db.sessions().create(new_session_at(user.id, &refresh_hash(), clock(), 3_600)).await.unwrap();
+    let (got, ctx) = db.session_context(session.id).await.unwrap();
+    assert_eq!(got, session);
+    assert_eq!(ctx, AuthContext { user: db.users().get(user.id).await.unwrap(), global });
+
+    let plain_session = db.sessions().create(new_session_at(plain.id, &refresh_hash(), clock(), 3_600)).await.unwrap();
+    let (_, ctx) = db.session_context(plain_session.id).await.unwrap();
+    assert_eq!(ctx.global, PermissionSet::EMPTY, "a user without roles holds nothing globally");
+
+    db.sessions().revoke(session.id).await.unwrap();
+    assert!(db.session_context(session.id).await.unwrap().0.revoked, "revocation is visible");
+    expect_not_found(db.session_context(SessionId::new_random()).await, "context of a missing session");
+}
+
+pub async fn api_key_context_joins_key_user_and_roles(db: Arc<dyn Database>) {
+    let user = make_user(&*db, "keyctx").await;
+    let global = two_roles(&*db, user.id).await;
+    let key = db.api_keys().create(new_api_key(user.id, "ctx", clock())).await.unwrap();
+    let (got, ctx) = db.api_key_context(&key.prefix).await.unwrap().unwrap();
+    assert_eq!(got, key);
+    assert_eq!(ctx, AuthContext { user: db.users().get(user.id).await.unwrap(), global });
+    assert_eq!(db.api_key_context("nosuchprefix").await.unwrap(), None);
 }
 
 // ---------------------------------------------------------------------------------------------

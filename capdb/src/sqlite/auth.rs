@@ -18,16 +18,22 @@ pub(crate) struct SqliteApiKeys(pub(crate) SqlitePool);
 const KEY_COLUMNS: &str = "id, user_id, name, prefix, secret_hash, permissions, created_at, last_used_at, expires_at";
 
 fn key_from_row(row: &SqliteRow) -> Result<ApiKey> {
+    key_from_prefixed_row(row, "")
+}
+
+/// Reads an API key whose columns carry `prefix` (for joins).
+pub(crate) fn key_from_prefixed_row(row: &SqliteRow, prefix: &str) -> Result<ApiKey> {
+    let c = |name: &str| format!("{prefix}{name}");
     Ok(ApiKey {
-        id: get_id(row, "id")?,
-        user_id: get_id(row, "user_id")?,
-        name: get(row, "name")?,
-        prefix: get(row, "prefix")?,
-        secret_hash: get(row, "secret_hash")?,
-        permissions: PermissionSet::from_bits(get::<i64>(row, "permissions")? as u64),
-        created_at: Timestamp(get(row, "created_at")?),
-        last_used_at: get::<Option<i64>>(row, "last_used_at")?.map(Timestamp),
-        expires_at: get::<Option<i64>>(row, "expires_at")?.map(Timestamp),
+        id: get_id(row, &c("id"))?,
+        user_id: get_id(row, &c("user_id"))?,
+        name: get(row, &c("name"))?,
+        prefix: get(row, &c("prefix"))?,
+        secret_hash: get(row, &c("secret_hash"))?,
+        permissions: PermissionSet::from_bits(get::<i64>(row, &c("permissions"))? as u64),
+        created_at: Timestamp(get(row, &c("created_at"))?),
+        last_used_at: get::<Option<i64>>(row, &c("last_used_at"))?.map(Timestamp),
+        expires_at: get::<Option<i64>>(row, &c("expires_at"))?.map(Timestamp),
     })
 }
 
@@ -100,15 +106,21 @@ pub(crate) struct SqliteSessions(pub(crate) SqlitePool);
 const SESSION_COLUMNS: &str = "id, user_id, refresh_hash, generation, revoked, created_at, expires_at, ip";
 
 fn session_from_row(row: &SqliteRow) -> Result<Session> {
+    session_from_prefixed_row(row, "")
+}
+
+/// Reads a session whose columns carry `prefix` (for joins).
+pub(crate) fn session_from_prefixed_row(row: &SqliteRow, prefix: &str) -> Result<Session> {
+    let c = |name: &str| format!("{prefix}{name}");
     Ok(Session {
-        id: get_id(row, "id")?,
-        user_id: get_id(row, "user_id")?,
-        refresh_hash: get(row, "refresh_hash")?,
-        generation: get(row, "generation")?,
-        revoked: get(row, "revoked")?,
-        created_at: Timestamp(get(row, "created_at")?),
-        expires_at: Timestamp(get(row, "expires_at")?),
-        ip: get(row, "ip")?,
+        id: get_id(row, &c("id"))?,
+        user_id: get_id(row, &c("user_id"))?,
+        refresh_hash: get(row, &c("refresh_hash"))?,
+        generation: get(row, &c("generation"))?,
+        revoked: get(row, &c("revoked"))?,
+        created_at: Timestamp(get(row, &c("created_at"))?),
+        expires_at: Timestamp(get(row, &c("expires_at"))?),
+        ip: get(row, &c("ip"))?,
     })
 }
 

@@ -13,6 +13,9 @@ use crate::DbConfig;
 use crate::error::db;
 use async_trait::async_trait;
 use capcore::backend::database::*;
+use capcore::ids::SessionId;
+use capcore::model::{ApiKey, AuthContext, Session};
+use capcore::permission::PermissionSet;
 use capcore::{Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
@@ -150,6 +153,55 @@ impl Database for SqliteDatabase {
     fn backend_name(&self) -> &'static str {
         "sqlite"
     }
+
+    /// One statement instead of three: every authenticated request calls this.
+    async fn session_context(&self, id: SessionId) -> Result<(Session, AuthContext)> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT s.id AS s_id, s.user_id AS s_user_id, s.refresh_hash AS s_refresh_hash, \
+             s.generation AS s_generation, s.revoked AS s_revoked, s.created_at AS s_created_at, \
+             s.expires_at AS s_expires_at, s.ip AS s_ip, {ROLE_BITS} AS role_bits, u.* \
+             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?"
+        )))
+        .bind(id.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| crate::error::map(e, "session", "session exists"))?;
+        Ok((auth::session_from_prefixed_row(&row, "s_")?, auth_context(&row)?))
+    }
+
+    async fn api_key_context(&self, prefix: &str) -> Result<Option<(ApiKey, AuthContext)>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT k.id AS k_id, k.user_id AS k_user_id, k.name AS k_name, k.prefix AS k_prefix, \
+             k.secret_hash AS k_secret_hash, k.permissions AS k_permissions, k.created_at AS k_created_at, \
+             k.last_used_at AS k_last_used_at, k.expires_at AS k_expires_at, {ROLE_BITS} AS role_bits, u.* \
+             FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.prefix = ?"
+        )))
+        .bind(prefix)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|row| Ok((auth::key_from_prefixed_row(&row, "k_")?, auth_context(&row)?))).transpose()
+    }
+}
+
+/// The user's roles' permission bits as a comma-separated list (SQLite has no bitwise OR
+/// aggregate); `u` is the users table.
+const ROLE_BITS: &str =
+    "(SELECT group_concat(r.permissions) FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id)";
+
+fn auth_context(row: &SqliteRow) -> Result<AuthContext> {
+    let bits: Option<String> = get(row, "role_bits")?;
+    let global = bits
+        .unwrap_or_default()
+        .split(',')
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            b.parse::<i64>()
+                .map(|v| PermissionSet::from_bits(v as u64))
+                .map_err(|_| crate::error::corrupt("role bits", b))
+        })
+        .try_fold(PermissionSet::EMPTY, |acc, p| p.map(|p| acc.union(p)))?;
+    Ok(AuthContext { user: users::from_row(row)?, global })
 }
 
 /// Reads a text column holding an id newtype.

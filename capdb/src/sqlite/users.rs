@@ -14,9 +14,9 @@ use sqlx::{AssertSqlSafe, SqlitePool};
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteUsers(pub(crate) SqlitePool);
 
-const COLUMNS: &str = "id, username, email, password_hash, totp_secret, disabled, created_at, updated_at";
+pub(crate) const COLUMNS: &str = "id, username, email, password_hash, totp_secret, disabled, created_at, updated_at";
 
-fn from_row(row: &SqliteRow) -> Result<User> {
+pub(crate) fn from_row(row: &SqliteRow) -> Result<User> {
     Ok(User {
         id: get_id(row, "id")?,
         username: get(row, "username")?,

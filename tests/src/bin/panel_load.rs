@@ -2,7 +2,7 @@
 //! `GET /api/servers` (100 servers, SQLite, RBAC applied) and of `/health`, each against a bare
 //! axum route returning the same bytes, all measured in one run on loopback.
 //!
-//! `cargo run --release -p cap-tests --bin panel_load -- [--secs 5] [--connections 32] [--panel-bin target/release/cap-panel]`
+//! `cargo run --release -p cap-tests --bin panel_load -- [--secs 5] [--connections 32] [--panel-bin target/release/cap-panel] [--only-list]`
 
 use axum::Router;
 use axum::routing::get;
@@ -16,12 +16,18 @@ struct Args {
     secs: u64,
     connections: usize,
     panel_bin: Option<String>,
+    /// Only drive the panel's list route (for profiling).
+    only_list: bool,
 }
 
 fn args() -> Args {
-    let mut a = Args { secs: 5, connections: 32, panel_bin: None };
+    let mut a = Args { secs: 5, connections: 32, panel_bin: None, only_list: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--only-list" {
+            a.only_list = true;
+            continue;
+        }
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--secs" => a.secs = value.parse().expect("--secs"),
@@ -132,10 +138,12 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// Starts the real binary in a scratch directory, waits for `/health`, reads its RSS.
 fn idle_rss(bin: &str) -> Option<u64> {
+    // Resolved before the child changes directory.
+    let bin = std::fs::canonicalize(bin).ok()?;
     let dir = std::env::temp_dir().join(format!("cap-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).ok()?;
-    let mut child = std::process::Command::new(bin)
+    let mut child = std::process::Command::new(&bin)
         .current_dir(&dir)
         .env("CAP_LISTEN", "127.0.0.1:18931")
         .env("CAP_ADMIN_PASSWORD", "load test password")
@@ -203,6 +211,11 @@ fn main() {
         let bare_addr = serve(bare).await;
 
         let (c, s) = (args.connections, args.secs);
+        if args.only_list {
+            let r = drive(panel_addr, path, Some(&token), c, s).await;
+            println!("panel list only: {:.0} req/s, p50 {} µs, p99 {} µs", r.rps, r.p50_us, r.p99_us);
+            return;
+        }
         let rows = [
             ("bare axum, same bytes as the list", drive(bare_addr, path, None, c, s).await),
             ("panel GET /api/servers (auth + RBAC + SQLite)", drive(panel_addr, path, Some(&token), c, s).await),
