@@ -252,3 +252,24 @@ async fn health_and_readiness() {
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(ready, json!({"status": "ready", "database": "sqlite: ok", "cache": "memory: ok"}));
 }
+
+#[tokio::test]
+async fn a_native_template_may_only_use_defined_placeholders() {
+    let panel = TestPanel::start().await;
+    let admin = panel.login_admin().await;
+    let before = panel.counts().await;
+    let spec = json!({
+        "name": "typo",
+        "startup": "./game --port {{SERVER_PORT}} --motd {{MOTD}}",
+        "stop": {"type": "signal", "value": "SIGINT"},
+        "variables": [{"name": "Message", "env": "MESAGE", "default": "hi", "rules": "string"}]
+    });
+    let got = panel.post("/api/templates", &admin, spec.clone()).await;
+    let message = assert_error(&got, 422, "invalid");
+    assert_eq!(message, "startup: uses `{{MOTD}}`, which is neither a variable nor built in");
+    assert_eq!(panel.counts().await, before);
+    let mut fixed = spec;
+    fixed["variables"][0]["env"] = json!("MOTD");
+    let (status, body) = panel.post("/api/templates", &admin, fixed).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -63,6 +63,13 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> ApiResult<Byt
 
 /// Parses JSON, naming the path of the offending field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    // serde would read `["a", "b"]` as a struct's fields in order; every body here is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "the body must be a JSON object"),
+            Err(e) => ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

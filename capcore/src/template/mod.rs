@@ -253,7 +253,16 @@ impl TemplateSpec {
         if self.startup.trim().is_empty() {
             return Err(ValidationError::new("startup", "must not be empty"));
         }
-        StartupCommand::parse(&self.startup).map_err(|e| ValidationError::new("startup", e.to_string()))?;
+        let command =
+            StartupCommand::parse(&self.startup).map_err(|e| ValidationError::new("startup", e.to_string()))?;
+        for name in command.placeholders() {
+            if !command::BUILTIN_VARIABLES.contains(&name.as_str()) && !self.variables.iter().any(|v| v.env == name) {
+                return Err(ValidationError::new(
+                    "startup",
+                    format!("uses `{{{{{name}}}}}`, which is neither a variable nor built in"),
+                ));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, v) in self.variables.iter().enumerate() {
             env_name(&format!("variables[{i}].env"), &v.env)?;

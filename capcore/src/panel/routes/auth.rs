@@ -108,7 +108,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             Method::DELETE,
             "/api/me/api-keys/{id}",
             "Revoke an API key",
-            "authenticated",
+            "authenticated session",
             delete(revoke_key),
         ),
     ]
@@ -495,6 +495,8 @@ async fn revoke_key(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let id: ApiKeyId = parse_id(&id, "api key")?;
+    // A leaked key must not be able to revoke its owner's other keys.
+    require_session(&actor)?;
     let r = s.auth.revoke_api_key(actor.principal.user_id, id).await;
     let target = (format!("api_key:{id}"), None);
     s.audited(&actor, "api_key.revoke", |_| target.clone(), target.clone(), r).await?;
