@@ -201,7 +201,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("config key `listen`: cannot listen on {}", config.listen))?;
-    tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "cap-panel listening");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, data_dir = %config.data_dir.display(), "cap-panel listening");
+    println!("listening on http://{address}");
     axum::serve(listener, wired.panel.router().into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -145,22 +145,16 @@ fn idle_rss(bin: &str) -> Option<u64> {
     std::fs::create_dir_all(&dir).ok()?;
     let mut child = std::process::Command::new(&bin)
         .current_dir(&dir)
-        .env("CAP_LISTEN", "127.0.0.1:18931")
+        .env("CAP_LISTEN", "127.0.0.1:0")
         .env("CAP_ADMIN_PASSWORD", "load test password")
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut up = false;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect("127.0.0.1:18931").is_ok() {
-            up = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Let start-up work (migrations, first-admin hashing) finish before reading.
+    // The panel prints `listening on ...` once it serves.
+    let stdout = std::io::BufReader::new(child.stdout.take()?);
+    let up = std::io::BufRead::lines(stdout).map_while(|l| l.ok()).any(|l| l.starts_with("listening on "));
+    // Let start-up allocations settle before reading.
     std::thread::sleep(Duration::from_secs(2));
     let rss = if up { rss_kib(child.id()) } else { None };
     let _ = child.kill();

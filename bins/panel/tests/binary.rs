@@ -1,0 +1,168 @@
+//! The `cap-panel` binary end to end: first start, login, restart, config errors, the admin CLI.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cap-panel");
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running panel: the child, its address, and what it printed on stdout before listening.
+struct Running {
+    child: Child,
+    addr: String,
+    stdout_lines: Vec<String>,
+}
+
+/// Starts the panel on an OS-chosen port and reads its stdout up to the line saying where it
+/// listens; the lines before it are kept.
+fn start(dir: &Path, extra_env: &[(&str, &str)]) -> Running {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).env("CAP_LISTEN", "127.0.0.1:0").env("CAP_LOCAL_AGENT", "false").env_remove("CAP_CONFIG");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn cap-panel");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stdout_lines = Vec::new();
+    let mut addr = None;
+    for line in stdout.lines() {
+        let line = line.expect("stdout");
+        if let Some(at) = line.strip_prefix("listening on http://") {
+            addr = Some(at.to_string());
+            break;
+        }
+        stdout_lines.push(line);
+    }
+    Running { child, addr: addr.expect("the panel said where it listens"), stdout_lines }
+}
+
+fn stop(mut r: Running) {
+    let status = Command::new("kill").arg("-TERM").arg(r.child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let exit = r.child.wait().unwrap();
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+}
+
+/// One HTTP/1.1 request; returns status and body.
+fn http(addr: &str, method: &str, path: &str, bearer: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    if let Some(t) = bearer {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()));
+    } else {
+        req.push_str("\r\n");
+    }
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn login(addr: &str, email: &str, password: &str) -> (u16, String) {
+    http(addr, "POST", "/api/auth/login", None, Some(&format!(r#"{{"email":"{email}","password":"{password}"}}"#)))
+}
+
+fn token(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+fn cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN).current_dir(dir).env_remove("CAP_CONFIG").args(args).output().unwrap()
+}
+
+#[test]
+fn first_start_prints_the_admin_password_once_and_sessions_survive_a_restart() {
+    let dir = scratch("first");
+    let first = start(&dir, &[]);
+    let line = first.stdout_lines.iter().find(|l| l.starts_with("created the first admin")).expect("admin line");
+    let password = line.split("with password ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    assert_eq!(password.len(), 24);
+    assert_eq!(http(&first.addr, "GET", "/health", None, None).0, 200);
+    let (status, body) = login(&first.addr, "admin@localhost.localdomain", &password);
+    assert_eq!(status, 200, "{body}");
+    let access = token(&body);
+    assert_eq!(http(&first.addr, "GET", "/api/me", Some(&access), None).0, 200);
+    stop(first);
+    assert!(dir.join("data/cap.db").exists() && dir.join("data/jwt-secret").exists());
+
+    let second = start(&dir, &[]);
+    assert!(second.stdout_lines.is_empty(), "no second admin: {:?}", second.stdout_lines);
+    let (status, _) = http(&second.addr, "GET", "/api/me", Some(&access), None);
+    assert_eq!(status, 200, "the token secret and the session outlive a restart");
+    stop(second);
+}
+
+#[test]
+fn the_admin_password_can_come_from_the_environment() {
+    let dir = scratch("envpw");
+    let r = start(&dir, &[("CAP_ADMIN_EMAIL", "ops@example.org"), ("CAP_ADMIN_PASSWORD", "from the environment")]);
+    assert_eq!(r.stdout_lines, vec!["created the first admin: ops@example.org with the configured password"]);
+    assert_eq!(login(&r.addr, "ops@example.org", "from the environment").0, 200);
+    stop(r);
+}
+
+#[test]
+fn bad_configuration_stops_the_start_naming_the_key() {
+    let dir = scratch("badcfg");
+    let out = Command::new(BIN).current_dir(&dir).env("CAP_LISTEN", "not an address").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAP_LISTEN") && err.contains("listen"), "{err}");
+
+    std::fs::write(dir.join("cap.toml"), "listen = \"127.0.0.1:0\"\n[http]\nmax_body_byte = 5\n").unwrap();
+    let out = Command::new(BIN).current_dir(&dir).env("CAP_CONFIG", "cap.toml").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `max_body_byte`") && err.contains("cap.toml"), "{err}");
+    assert!(!dir.join("data").exists(), "nothing was created");
+}
+
+#[test]
+fn the_user_commands_create_list_and_reset() {
+    let dir = scratch("users");
+    let out = cli(&dir, &["migrate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "applied 1 migration(s)");
+    assert_eq!(String::from_utf8_lossy(&cli(&dir, &["migrate"]).stdout).trim(), "applied 0 migration(s)");
+
+    let out = cli(&dir, &["user", "create", "--username", "ada", "--email", "Ada@Example.org", "--role", "moderator"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.starts_with("created user ada <ada@example.org> with roles moderator"), "{stdout}");
+    let password = stdout.split("password: ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+
+    let out =
+        cli(&dir, &["user", "create", "--username", "ada2", "--email", "ada@example.org", "--password", "long enough"]);
+    assert!(!out.status.success(), "duplicate email refused");
+    let out =
+        cli(&dir, &["user", "create", "--username", "x", "--email", "x@example.org", "--password", "long enough"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("username"), "bad username named");
+
+    let list = String::from_utf8_lossy(&cli(&dir, &["user", "list"]).stdout).to_string();
+    assert!(
+        list.lines().any(|l| l.contains("ada") && l.contains("ada@example.org") && l.ends_with("moderator")),
+        "{list}"
+    );
+
+    let r = start(&dir, &[("CAP_ADMIN_PASSWORD", "unused admin pass")]);
+    assert_eq!(login(&r.addr, "ada@example.org", &password).0, 200);
+    let out = cli(&dir, &["user", "reset-password", "--email", "ada@example.org", "--password", "a brand new one"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("password of ada@example.org reset"));
+    assert_eq!(login(&r.addr, "ada@example.org", &password).0, 401, "the old password no longer works");
+    assert_eq!(login(&r.addr, "ada@example.org", "a brand new one").0, 200);
+    stop(r);
+}
