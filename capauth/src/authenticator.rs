@@ -91,9 +91,21 @@ impl CapAuthenticator {
         Ok(())
     }
 
-    async fn account_blocked(&self, key: &str) -> Result<bool> {
-        let n = self.cache.get_string(key).await?.and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
-        Ok(n >= i64::from(self.config.login_attempts_per_account))
+    /// Counts an attempt against an account *before* the check it guards, so concurrent
+    /// attempts cannot all slip under the limit; a success clears the count.
+    async fn count_account_attempt(&self, key: &str) -> Result<()> {
+        let n = self.cache.incr(key, 1, self.config.login_window).await?;
+        if n > i64::from(self.config.login_attempts_per_account) {
+            return Err(Error::RateLimited {
+                message: "too many attempts for this account; try again later".into(),
+                retry_after_secs: self.config.login_window.as_secs(),
+            });
+        }
+        Ok(())
+    }
+
+    fn account_key(email: &str) -> String {
+        format!("cap:rl:login:account:{email}")
     }
 
     async fn issue(
@@ -186,14 +198,9 @@ impl Authenticator for CapAuthenticator {
     async fn login(&self, req: LoginRequest, now: Timestamp) -> Result<IssuedSession> {
         let email = req.email.trim().to_lowercase();
         let ip_key = format!("cap:rl:login:ip:{}", req.ip);
-        let account_key = format!("cap:rl:login:account:{email}");
+        let account_key = Self::account_key(&email);
         self.count_attempt(&ip_key, self.config.login_attempts_per_ip).await?;
-        if self.account_blocked(&account_key).await? {
-            return Err(Error::RateLimited {
-                message: "too many failed logins for this account; try again later".into(),
-                retry_after_secs: self.config.login_window.as_secs(),
-            });
-        }
+        self.count_account_attempt(&account_key).await?;
         let user = self.db.users().find_by_email(&email).await?;
         let password_ok = {
             let password = req.password.clone();
@@ -204,15 +211,11 @@ impl Authenticator for CapAuthenticator {
         };
         let user = match user {
             Some(u) if password_ok && !u.disabled => u,
-            _ => {
-                self.cache.incr(&account_key, 1, self.config.login_window).await?;
-                return Err(Error::unauthorized("invalid email or password"));
-            }
+            _ => return Err(Error::unauthorized("invalid email or password")),
         };
         if let Some(secret) = &user.totp_secret {
             let Some(code) = req.totp.as_deref() else { return Err(Error::TwoFactorRequired) };
             if !self.check_totp(user.id, secret, code, now).await? {
-                self.cache.incr(&account_key, 1, self.config.login_window).await?;
                 return Err(Error::unauthorized("invalid two-factor code"));
             }
         }
@@ -273,21 +276,16 @@ impl Authenticator for CapAuthenticator {
     async fn verify_password(&self, user: UserId, password: &str, ip: &str) -> Result<()> {
         let u = self.live_user(user).await?;
         self.count_attempt(&format!("cap:rl:login:ip:{ip}"), self.config.login_attempts_per_ip).await?;
-        let account_key = format!("cap:rl:login:account:{}", u.email);
-        if self.account_blocked(&account_key).await? {
-            return Err(Error::RateLimited {
-                message: "too many failed attempts for this account; try again later".into(),
-                retry_after_secs: self.config.login_window.as_secs(),
-            });
-        }
+        let account_key = Self::account_key(&u.email);
+        self.count_account_attempt(&account_key).await?;
         let (password, hash) = (password.to_string(), u.password_hash);
         let ok = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
             .await
             .map_err(|e| Error::internal("password check failed", e))?;
         if !ok {
-            self.cache.incr(&account_key, 1, self.config.login_window).await?;
             return Err(Error::unauthorized("the password is wrong"));
         }
+        self.cache.delete(&account_key).await?;
         Ok(())
     }
 
@@ -363,9 +361,12 @@ impl Authenticator for CapAuthenticator {
             .get_string(&key)
             .await?
             .ok_or_else(|| Error::conflict("no two-factor enrolment is pending; start again"))?;
+        let account_key = Self::account_key(&self.db.users().get(user).await?.email);
+        self.count_account_attempt(&account_key).await?;
         if !self.check_totp(user, &secret, code, now).await? {
             return Err(Error::invalid("code", "the code is not valid"));
         }
+        self.cache.delete(&account_key).await?;
         self.db.users().update(user, UserPatch { totp_secret: Some(Some(secret)), ..Default::default() }, now).await?;
         self.cache.delete(&key).await?;
         Ok(())
@@ -374,9 +375,12 @@ impl Authenticator for CapAuthenticator {
     async fn totp_disable(&self, user: UserId, code: &str, now: Timestamp) -> Result<()> {
         let u = self.db.users().get(user).await?;
         let secret = u.totp_secret.ok_or_else(|| Error::conflict("two-factor authentication is not enabled"))?;
+        let account_key = Self::account_key(&u.email);
+        self.count_account_attempt(&account_key).await?;
         if !self.check_totp(user, &secret, code, now).await? {
             return Err(Error::invalid("code", "the code is not valid"));
         }
+        self.cache.delete(&account_key).await?;
         self.db.users().update(user, UserPatch { totp_secret: Some(None), ..Default::default() }, now).await?;
         Ok(())
     }

@@ -103,10 +103,12 @@ pub struct Node {
 impl Node {
     /// The memory servers may be given in total, counting overallocation.
     pub fn memory_capacity_mb(&self) -> Option<i64> {
-        (self.memory_overallocate >= 0).then(|| self.memory_mb + self.memory_mb * self.memory_overallocate / 100)
+        (self.memory_overallocate >= 0)
+            .then(|| self.memory_mb.saturating_add(self.memory_mb.saturating_mul(self.memory_overallocate) / 100))
     }
     pub fn disk_capacity_mb(&self) -> Option<i64> {
-        (self.disk_overallocate >= 0).then(|| self.disk_mb + self.disk_mb * self.disk_overallocate / 100)
+        (self.disk_overallocate >= 0)
+            .then(|| self.disk_mb.saturating_add(self.disk_mb.saturating_mul(self.disk_overallocate) / 100))
     }
 }
 
@@ -341,7 +343,7 @@ pub struct AuditFilter {
 /// Which servers a listing covers.
 #[derive(Clone, Debug, Default)]
 pub struct ServerFilter {
-    /// Only servers this user owns or is a subuser of (None: all servers).
+    /// Only servers this user owns or is a subuser of with SERVER_VIEW (None: all servers).
     pub visible_to: Option<UserId>,
     pub owner_id: Option<UserId>,
     pub node_id: Option<NodeId>,

@@ -55,6 +55,7 @@ macro_rules! database_conformance_tests {
                 users_list_pages_in_creation_order_with_total,
                 users_list_breaks_timestamp_ties_by_id,
                 users_count_counts_every_user,
+                users_concurrent_updates_of_different_fields_all_apply,
                 users_delete_removes_sessions_api_keys_subuser_grants_and_role_memberships,
                 users_delete_is_conflict_while_owning_servers,
                 roles_create_get_find_list_round_trip,
@@ -609,6 +610,26 @@ pub async fn users_list_breaks_timestamp_ties_by_id(db: Arc<dyn Database>) {
         seen.extend(page.items.iter().map(|u| u.id));
     }
     assert_eq!(seen, ids, "equal creation times are ordered by id, so paging is stable");
+}
+
+/// Two patches of different fields at once: neither may undo the other (no read-modify-write).
+pub async fn users_concurrent_updates_of_different_fields_all_apply(db: Arc<dyn Database>) {
+    for round in 0..10 {
+        let user = make_user(&*db, &format!("racer{round}")).await;
+        let (a, b) = (db.clone(), db.clone());
+        let disable = tokio::spawn(async move {
+            a.users().update(user.id, UserPatch { disabled: Some(true), ..UserPatch::default() }, clock()).await
+        });
+        let totp = tokio::spawn(async move {
+            let patch = UserPatch { totp_secret: Some(Some("JBSWY3DPEHPK3PXP".into())), ..UserPatch::default() };
+            b.users().update(user.id, patch, clock()).await
+        });
+        disable.await.unwrap().unwrap();
+        totp.await.unwrap().unwrap();
+        let after = db.users().get(user.id).await.unwrap();
+        assert!(after.disabled, "round {round}: the disable survived the 2FA change");
+        assert_eq!(after.totp_secret.as_deref(), Some("JBSWY3DPEHPK3PXP"), "round {round}: the 2FA change survived");
+    }
 }
 
 pub async fn users_count_counts_every_user(db: Arc<dyn Database>) {
@@ -1269,10 +1290,15 @@ pub async fn servers_list_visible_to_covers_owner_and_subusers_only(db: Arc<dyn 
     let private = make_server(&*db, &world, world.owner.id, "private").await;
     let friends_own = make_server(&*db, &world, friend.id, "friends-own").await;
     let now = clock();
-    db.servers().set_subuser(shared.id, friend.id, permissions(&[Permission::SERVER_CONSOLE]), now).await.unwrap();
-    db.servers().set_subuser(shared.id, second_friend.id, permissions(&[Permission::FILE_READ]), now).await.unwrap();
+    let viewer = permissions(&[Permission::SERVER_VIEW, Permission::SERVER_CONSOLE]);
+    db.servers().set_subuser(shared.id, friend.id, viewer, now).await.unwrap();
+    db.servers().set_subuser(shared.id, second_friend.id, permissions(&[Permission::SERVER_VIEW]), now).await.unwrap();
+    // A grant without SERVER_VIEW does not make the server visible.
+    let blind = make_user(&*db, "blind").await;
+    db.servers().set_subuser(shared.id, blind.id, permissions(&[Permission::FILE_READ]), now).await.unwrap();
 
     let visible_to = |user: UserId| ServerFilter { visible_to: Some(user), ..ServerFilter::default() };
+    assert_eq!(listed_server_ids(&*db, &visible_to(blind.id)).await, BTreeSet::new(), "no SERVER_VIEW, not listed");
     assert_eq!(listed_server_ids(&*db, &visible_to(world.owner.id)).await, ids_of(&[&shared, &private]));
     assert_eq!(
         listed_server_ids(&*db, &visible_to(friend.id)).await,

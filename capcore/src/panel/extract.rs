@@ -166,15 +166,16 @@ pub struct Actor {
     pub ip: String,
 }
 
-/// The caller's address: the socket peer, or the first `X-Forwarded-For` hop when the panel
-/// is configured to trust its proxy.
+/// The caller's address: the socket peer, or, behind a trusted proxy, the last
+/// `X-Forwarded-For` entry: the one that proxy appended. Earlier entries come from the client
+/// and prove nothing.
 pub fn client_ip(parts: &Parts, trust_proxy: bool) -> String {
     if trust_proxy
         && let Some(first) = parts
             .headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .map(str::trim)
             .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
     {

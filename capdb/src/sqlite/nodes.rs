@@ -79,23 +79,27 @@ impl NodeRepo for SqliteNodes {
     }
 
     async fn update(&self, id: NodeId, patch: NodePatch, now: Timestamp) -> Result<Node> {
-        let c = self.get(id).await?;
-        sqlx::query(
-            "UPDATE nodes SET name = ?, description = ?, fqdn = ?, memory_mb = ?, memory_overallocate = ?, \
-             disk_mb = ?, disk_overallocate = ?, updated_at = ? WHERE id = ?",
+        let done = sqlx::query(
+            "UPDATE nodes SET name = COALESCE(?1, name), description = COALESCE(?2, description), \
+             fqdn = COALESCE(?3, fqdn), memory_mb = COALESCE(?4, memory_mb), \
+             memory_overallocate = COALESCE(?5, memory_overallocate), disk_mb = COALESCE(?6, disk_mb), \
+             disk_overallocate = COALESCE(?7, disk_overallocate), updated_at = ?8 WHERE id = ?9",
         )
-        .bind(patch.name.unwrap_or(c.name))
-        .bind(patch.description.unwrap_or(c.description))
-        .bind(patch.fqdn.unwrap_or(c.fqdn))
-        .bind(patch.memory_mb.unwrap_or(c.memory_mb))
-        .bind(patch.memory_overallocate.unwrap_or(c.memory_overallocate))
-        .bind(patch.disk_mb.unwrap_or(c.disk_mb))
-        .bind(patch.disk_overallocate.unwrap_or(c.disk_overallocate))
+        .bind(patch.name)
+        .bind(patch.description)
+        .bind(patch.fqdn)
+        .bind(patch.memory_mb)
+        .bind(patch.memory_overallocate)
+        .bind(patch.disk_mb)
+        .bind(patch.disk_overallocate)
         .bind(now.0)
         .bind(id.to_string())
         .execute(&self.0)
         .await
         .map_err(|e| map(e, "node", CONFLICT))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("node"));
+        }
         self.get(id).await
     }
 

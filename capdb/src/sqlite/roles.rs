@@ -71,15 +71,20 @@ impl RoleRepo for SqliteRoles {
     }
 
     async fn update(&self, id: RoleId, patch: RolePatch) -> Result<Role> {
-        let current = self.get(id).await?;
-        sqlx::query("UPDATE roles SET name = ?, description = ?, permissions = ? WHERE id = ?")
-            .bind(patch.name.unwrap_or(current.name))
-            .bind(patch.description.unwrap_or(current.description))
-            .bind(patch.permissions.unwrap_or(current.permissions).bits() as i64)
-            .bind(id.to_string())
-            .execute(&self.0)
-            .await
-            .map_err(|e| map(e, "role", CONFLICT))?;
+        let done = sqlx::query(
+            "UPDATE roles SET name = COALESCE(?1, name), description = COALESCE(?2, description), \
+             permissions = COALESCE(?3, permissions) WHERE id = ?4",
+        )
+        .bind(patch.name)
+        .bind(patch.description)
+        .bind(patch.permissions.map(|p| p.bits() as i64))
+        .bind(id.to_string())
+        .execute(&self.0)
+        .await
+        .map_err(|e| map(e, "role", CONFLICT))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("role"));
+        }
         self.get(id).await
     }
 

@@ -101,6 +101,9 @@ fn env_json(env: &std::collections::BTreeMap<String, String>) -> Result<String> 
     serde_json::to_string(env).map_err(|e| Error::internal("cannot encode environment", e))
 }
 
+/// SERVER_VIEW's bit: a subuser without it does not see the server.
+const SERVER_VIEW_BIT: u64 = 1 << capcore::permission::Permission::SERVER_VIEW as u8;
+
 /// Appends the WHERE clause of a listing.
 fn push_filter(q: &mut QueryBuilder<Sqlite>, filter: &ServerFilter) {
     q.push(" WHERE 1 = 1");
@@ -109,7 +112,7 @@ fn push_filter(q: &mut QueryBuilder<Sqlite>, filter: &ServerFilter) {
             .push_bind(user.to_string())
             .push(" OR id IN (SELECT server_id FROM subusers WHERE user_id = ")
             .push_bind(user.to_string())
-            .push("))");
+            .push(format!(" AND (permissions & {SERVER_VIEW_BIT}) != 0))"));
     }
     if let Some(owner) = filter.owner_id {
         q.push(" AND owner_id = ").push_bind(owner.to_string());
@@ -216,27 +219,32 @@ impl ServerRepo for SqliteServers {
     }
 
     async fn update(&self, id: ServerId, patch: ServerPatch, now: Timestamp) -> Result<Server> {
-        let c = self.get(id).await?;
-        let limits = patch.limits.unwrap_or(c.limits);
-        sqlx::query(
-            "UPDATE servers SET name = ?, description = ?, owner_id = ?, memory_mb = ?, swap_mb = ?, cpu_percent = ?, \
-             disk_mb = ?, io_weight = ?, pids = ?, environment = ?, updated_at = ? WHERE id = ?",
+        let l = patch.limits;
+        let done = sqlx::query(
+            "UPDATE servers SET name = COALESCE(?1, name), description = COALESCE(?2, description), \
+             owner_id = COALESCE(?3, owner_id), memory_mb = COALESCE(?4, memory_mb), swap_mb = COALESCE(?5, swap_mb), \
+             cpu_percent = COALESCE(?6, cpu_percent), disk_mb = COALESCE(?7, disk_mb), \
+             io_weight = COALESCE(?8, io_weight), pids = COALESCE(?9, pids), \
+             environment = COALESCE(?10, environment), updated_at = ?11 WHERE id = ?12",
         )
-        .bind(patch.name.unwrap_or(c.name))
-        .bind(patch.description.unwrap_or(c.description))
-        .bind(patch.owner_id.unwrap_or(c.owner_id).to_string())
-        .bind(limits.memory_mb)
-        .bind(limits.swap_mb)
-        .bind(limits.cpu_percent)
-        .bind(limits.disk_mb)
-        .bind(limits.io_weight)
-        .bind(limits.pids)
-        .bind(env_json(&patch.environment.unwrap_or(c.environment))?)
+        .bind(patch.name)
+        .bind(patch.description)
+        .bind(patch.owner_id.map(|o| o.to_string()))
+        .bind(l.map(|l| l.memory_mb))
+        .bind(l.map(|l| l.swap_mb))
+        .bind(l.map(|l| l.cpu_percent))
+        .bind(l.map(|l| l.disk_mb))
+        .bind(l.map(|l| l.io_weight))
+        .bind(l.map(|l| l.pids))
+        .bind(patch.environment.as_ref().map(env_json).transpose()?)
         .bind(now.0)
         .bind(id.to_string())
         .execute(&self.0)
         .await
         .map_err(|e| map(e, "owner", "server exists"))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("server"));
+        }
         self.get(id).await
     }
 

@@ -90,25 +90,28 @@ impl UserRepo for SqliteUsers {
     }
 
     async fn update(&self, id: UserId, patch: UserPatch, now: Timestamp) -> Result<User> {
-        let current = self.get(id).await?;
-        let totp = match patch.totp_secret {
-            Some(v) => v,
-            None => current.totp_secret,
-        };
-        sqlx::query(
-            "UPDATE users SET username = ?, email = ?, password_hash = ?, totp_secret = ?, disabled = ?, updated_at = ? \
-             WHERE id = ?",
+        // One statement that touches only the patched columns: a concurrent change to another
+        // column (an admin disabling the account while its owner edits 2FA) is never undone.
+        let done = sqlx::query(
+            "UPDATE users SET username = COALESCE(?1, username), email = COALESCE(?2, email), \
+             password_hash = COALESCE(?3, password_hash), \
+             totp_secret = CASE WHEN ?4 THEN ?5 ELSE totp_secret END, \
+             disabled = COALESCE(?6, disabled), updated_at = ?7 WHERE id = ?8",
         )
-        .bind(patch.username.unwrap_or(current.username))
-        .bind(patch.email.unwrap_or(current.email).to_lowercase())
-        .bind(patch.password_hash.unwrap_or(current.password_hash))
-        .bind(totp)
-        .bind(patch.disabled.unwrap_or(current.disabled))
+        .bind(patch.username)
+        .bind(patch.email.map(|e| e.to_lowercase()))
+        .bind(patch.password_hash)
+        .bind(patch.totp_secret.is_some())
+        .bind(patch.totp_secret.flatten())
+        .bind(patch.disabled)
         .bind(now.0)
         .bind(id.to_string())
         .execute(&self.0)
         .await
         .map_err(|e| map(e, "user", CONFLICT))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("user"));
+        }
         self.get(id).await
     }
 

@@ -48,7 +48,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             Method::POST,
             "/api/auth/logout-all",
             "End every session of the current user",
-            "authenticated",
+            "authenticated session",
             post(logout_all),
         ),
         RouteDef::new(
@@ -366,6 +366,8 @@ async fn logout(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult<Res
 }
 
 async fn logout_all(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult<Response> {
+    // A leaked API key must not be able to log its owner out everywhere.
+    require_session(&actor)?;
     let n = s.auth.logout_everywhere(actor.principal.user_id, s.now()).await?;
     s.audit(
         Some(&actor),
@@ -443,7 +445,9 @@ async fn permissions(_actor: Actor) -> Json<Vec<PermissionView>> {
 
 async fn totp_begin(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult<Json<TotpBeginView>> {
     require_session(&actor)?;
-    let setup = s.auth.totp_begin(actor.principal.user_id, s.now()).await?;
+    let target = PanelState::user_target(actor.principal.user_id);
+    let r = s.auth.totp_begin(actor.principal.user_id, s.now()).await;
+    let setup = s.audited(&actor, "user.totp_begin", |_| (target.clone(), None), (target.clone(), None), r).await?;
     Ok(Json(TotpBeginView { secret: setup.secret_base32, otpauth_uri: setup.otpauth_uri }))
 }
 

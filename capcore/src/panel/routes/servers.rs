@@ -287,6 +287,10 @@ async fn list(
     ApiQuery(q): ApiQuery<ServerListQuery>,
 ) -> ApiResult<Json<PageBody<ServerView>>> {
     let page = PageQuery { page: q.page, per_page: q.per_page }.request()?;
+    // An API key without SERVER_VIEW sees no server, owned or not.
+    if actor.principal.key_limit().is_some_and(|k| !k.contains(Permission::SERVER_VIEW)) {
+        return Ok(Json(PageBody { data: Vec::new(), page: page.page, per_page: page.per_page, total: 0 }));
+    }
     let filter = ServerFilter {
         visible_to: (!s.holds_global(&actor, Permission::SERVER_VIEW)).then_some(actor.principal.user_id),
         owner_id: q.owner_id,
@@ -413,6 +417,19 @@ async fn update(
         }
         if let Some(l) = &b.limits {
             l.validate()?;
+            let current = s.db.servers().get(id).await?;
+            let node = s.db.nodes().get(current.node_id).await?;
+            let (memory, disk) = s.node_usage(node.id).await?;
+            let (memory, disk) =
+                (memory - current.limits.memory_mb + l.memory_mb, disk - current.limits.disk_mb + l.disk_mb);
+            if node.memory_capacity_mb().is_some_and(|cap| memory > cap)
+                || node.disk_capacity_mb().is_some_and(|cap| disk > cap)
+            {
+                return Err(Error::conflict(format!(
+                    "node `{}` has not enough memory or disk left for these limits",
+                    node.name
+                )));
+            }
         }
         if let Some(owner) = b.owner_id {
             match s.db.users().get(owner).await {

@@ -111,6 +111,15 @@ impl PanelState {
         })
     }
 
+    /// What a user can do, for "is the actor at least as mighty": their global permissions,
+    /// plus every server-scoped one when they own or share a server (taking over their account
+    /// would give those).
+    async fn user_power(&self, id: UserId) -> Result<PermissionSet> {
+        let global = self.db.roles().global_permissions(id).await?;
+        let has_servers = !self.db.servers().visible_ids(id).await?.is_empty();
+        Ok(if has_servers { global.union(PermissionSet::server_scoped()) } else { global })
+    }
+
     /// Resolves role names, refusing any whose permissions the actor does not hold
     /// (no one grants more than they have).
     async fn grantable_roles(&self, actor: &Actor, names: &[String]) -> Result<Vec<RoleId>> {
@@ -210,9 +219,15 @@ async fn update(
     s.require_global(&actor, Permission::USER_UPDATE, "user.update").await?;
     let outcome = async {
         let target = s.db.users().get(id).await?;
-        // Changing someone mightier than yourself would be a way up.
+        if id == actor.principal.user_id && (b.password.is_some() || b.email.is_some()) {
+            return Err(Error::forbidden(
+                "change your own password or email through /api/me, with your current password",
+            ));
+        }
+        // Changing someone mightier than yourself (or taking over the owner of servers) would
+        // be a way up.
         let held = crate::permission::effective(&s.subject(&actor), crate::permission::Scope::Global);
-        if !s.db.roles().global_permissions(target.id).await?.is_subset_of(held) {
+        if !s.user_power(target.id).await?.is_subset_of(held) {
             return Err(Error::forbidden("the user holds permissions you do not"));
         }
         let mut patch = UserPatch::default();
@@ -254,7 +269,7 @@ async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, ApiPath(id): Api
             return Err(Error::conflict("you cannot delete yourself"));
         }
         let held = crate::permission::effective(&s.subject(&actor), crate::permission::Scope::Global);
-        if !s.db.roles().global_permissions(id).await?.is_subset_of(held) {
+        if !s.user_power(id).await?.is_subset_of(held) {
             return Err(Error::forbidden("the user holds permissions you do not"));
         }
         s.db.users().delete(id).await
