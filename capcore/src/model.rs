@@ -110,6 +110,27 @@ impl Node {
         (self.disk_overallocate >= 0)
             .then(|| self.disk_mb.saturating_add(self.disk_mb.saturating_mul(self.disk_overallocate) / 100))
     }
+
+    /// Whether servers using `used_memory_mb` and `used_disk_mb` in total fit on the node;
+    /// `Conflict` names what is short. Stores call this inside the transaction that changes
+    /// the totals.
+    pub fn check_fits(&self, used_memory_mb: i64, used_disk_mb: i64) -> crate::Result<()> {
+        if self.memory_capacity_mb().is_some_and(|cap| used_memory_mb > cap) {
+            return Err(crate::Error::conflict(format!(
+                "node `{}` has not enough memory: {used_memory_mb} MiB would be given out of {} MiB",
+                self.name,
+                self.memory_capacity_mb().unwrap_or_default()
+            )));
+        }
+        if self.disk_capacity_mb().is_some_and(|cap| used_disk_mb > cap) {
+            return Err(crate::Error::conflict(format!(
+                "node `{}` has not enough disk: {used_disk_mb} MiB would be given out of {} MiB",
+                self.name,
+                self.disk_capacity_mb().unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -134,12 +134,16 @@ pub trait TemplateRepo: Send + Sync {
 
 #[async_trait]
 pub trait ServerRepo: Send + Sync {
-    /// Atomically: takes the requested allocation (or any free one on the node) and creates the
-    /// server in `installing` with it as primary. `Conflict` when no allocation is free or the
-    /// requested one is taken or on another node.
+    /// Atomically: checks that the node's memory and disk capacity (with overallocation, see
+    /// [`Node::check_fits`]) holds the new server next to the existing ones, takes the requested
+    /// allocation (or any free one on the node) and creates the server in `installing` with it
+    /// as primary. `Conflict` when the node is full, no allocation is free, or the requested
+    /// one is taken or on another node.
     async fn create(&self, new: NewServer, now: Timestamp) -> Result<Server>;
     async fn get(&self, id: ServerId) -> Result<Server>;
     async fn list(&self, filter: &ServerFilter, page: PageRequest) -> Result<Page<Server>>;
+    /// Writes only the patched fields. New limits are checked against the node's capacity in
+    /// the same transaction (`Conflict` when they do not fit).
     async fn update(&self, id: ServerId, patch: ServerPatch, now: Timestamp) -> Result<Server>;
     /// Atomically moves to `next` if that is legal from the stored state, else `Conflict`.
     async fn set_state(&self, id: ServerId, next: ServerState, now: Timestamp) -> Result<Server>;

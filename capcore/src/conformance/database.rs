@@ -85,6 +85,8 @@ macro_rules! database_conformance_tests {
                 servers_create_with_a_specific_free_allocation_takes_it,
                 servers_create_with_a_held_or_foreign_allocation_is_conflict,
                 servers_create_without_a_free_allocation_is_conflict,
+                servers_create_and_update_respect_node_capacity,
+                servers_concurrent_create_never_overcommits_a_node,
                 servers_missing_is_not_found,
                 servers_list_visible_to_covers_owner_and_subusers_only,
                 servers_list_filters_by_owner_node_and_state,
@@ -312,6 +314,19 @@ async fn make_server_at(db: &dyn Database, world: &World, owner: UserId, name: &
 
 async fn make_server(db: &dyn Database, world: &World, owner: UserId, name: &str) -> Server {
     make_server_at(db, world, owner, name, clock()).await
+}
+
+/// A world whose node has `memory_mb` (no overallocation) and unlimited disk.
+async fn small_world(db: &dyn Database, memory_mb: i64, n_ports: u16) -> World {
+    let mut world = make_world(db, n_ports).await;
+    let patch = NodePatch { memory_mb: Some(memory_mb), memory_overallocate: Some(0), ..NodePatch::default() };
+    world.node = db.nodes().update(world.node.id, patch, clock()).await.unwrap();
+    world
+}
+
+fn with_memory(mut new: NewServer, memory_mb: i64) -> NewServer {
+    new.limits.memory_mb = memory_mb;
+    new
 }
 
 /// An owner, a node with `n_ports` free allocations, and a template: enough to create servers.
@@ -1245,6 +1260,45 @@ pub async fn servers_create_with_a_held_or_foreign_allocation_is_conflict(db: Ar
         "the held one stays with its server"
     );
     assert_eq!(db.allocations().get(foreign.id).await.unwrap().server_id, None, "the foreign one stays free");
+}
+
+pub async fn servers_create_and_update_respect_node_capacity(db: Arc<dyn Database>) {
+    let world = small_world(&*db, 1000, 4).await;
+    let new = |name: &str, mb| with_memory(new_server(name, world.owner.id, world.node.id, world.template.id), mb);
+    let first = db.servers().create(new("first", 600), clock()).await.unwrap();
+    expect_conflict(db.servers().create(new("second", 600), clock()).await, "600 + 600 MiB on a 1000 MiB node");
+    let second = db.servers().create(new("second", 400), clock()).await.unwrap();
+    assert_eq!(listed_server_ids(&*db, &ServerFilter::default()).await, ids_of(&[&first, &second]));
+    assert_eq!(db.allocations().list_for_server(first.id).await.unwrap().len(), 1);
+
+    let grow = |mb| ServerPatch { limits: Some(Limits { memory_mb: mb, ..first.limits }), ..ServerPatch::default() };
+    expect_conflict(db.servers().update(first.id, grow(601), clock()).await, "growing past the node");
+    assert_eq!(db.servers().get(first.id).await.unwrap().limits.memory_mb, 600, "unchanged after the refusal");
+    // The server's own current share does not count against it.
+    assert_eq!(db.servers().update(first.id, grow(600), clock()).await.unwrap().limits.memory_mb, 600);
+    assert_eq!(db.servers().update(first.id, grow(500), clock()).await.unwrap().limits.memory_mb, 500);
+
+    // -1 means no check.
+    let patch = NodePatch { memory_overallocate: Some(-1), ..NodePatch::default() };
+    db.nodes().update(world.node.id, patch, clock()).await.unwrap();
+    db.servers().create(new("third", 100_000), clock()).await.unwrap();
+}
+
+/// Many creations at once on a node with room for three: never more than three.
+pub async fn servers_concurrent_create_never_overcommits_a_node(db: Arc<dyn Database>) {
+    let world = small_world(&*db, 1000, 12).await;
+    let barrier = Arc::new(Barrier::new(12));
+    let tasks = (0..12).map(|i| {
+        let (db, barrier) = (db.clone(), barrier.clone());
+        let new = with_memory(new_server(&format!("racer-{i}"), world.owner.id, world.node.id, world.template.id), 300);
+        tokio::spawn(async move {
+            barrier.wait().await;
+            db.servers().create(new, clock()).await
+        })
+    });
+    let results = join_all(tasks).await;
+    let created = results.into_iter().map(|r| r.unwrap()).filter(|r| r.is_ok()).count();
+    assert_eq!(created, 3, "three 300 MiB servers fit in 1000 MiB, a fourth does not");
 }
 
 pub async fn servers_create_without_a_free_allocation_is_conflict(db: Arc<dyn Database>) {

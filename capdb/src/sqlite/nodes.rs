@@ -14,11 +14,11 @@ use sqlx::{AssertSqlSafe, SqlitePool};
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteNodes(pub(crate) SqlitePool);
 
-const COLUMNS: &str = "id, name, description, fqdn, memory_mb, memory_overallocate, disk_mb, disk_overallocate, \
+pub(crate) const COLUMNS: &str = "id, name, description, fqdn, memory_mb, memory_overallocate, disk_mb, disk_overallocate, \
                        token_hash, created_at, updated_at";
 const CONFLICT: &str = "a node with that name already exists";
 
-fn from_row(row: &SqliteRow) -> Result<Node> {
+pub(crate) fn from_row(row: &SqliteRow) -> Result<Node> {
     Ok(Node {
         id: get_id(row, "id")?,
         name: get(row, "name")?,

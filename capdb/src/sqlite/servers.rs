@@ -101,6 +101,30 @@ fn env_json(env: &std::collections::BTreeMap<String, String>) -> Result<String> 
     serde_json::to_string(env).map_err(|e| Error::internal("cannot encode environment", e))
 }
 
+/// The node and the memory and disk its servers are given, leaving out `except`; inside the
+/// caller's transaction.
+async fn node_usage(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    node: NodeId,
+    except: Option<ServerId>,
+) -> Result<(Node, i64, i64)> {
+    let except = except.map(|e| e.to_string()).unwrap_or_default();
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {}, \
+         (SELECT COALESCE(SUM(memory_mb), 0) FROM servers WHERE node_id = nodes.id AND id != ?2) AS used_memory, \
+         (SELECT COALESCE(SUM(disk_mb), 0) FROM servers WHERE node_id = nodes.id AND id != ?2) AS used_disk \
+         FROM nodes WHERE id = ?1",
+        super::nodes::COLUMNS
+    )))
+    .bind(node.to_string())
+    .bind(except)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db)?
+    .ok_or_else(|| Error::conflict("node does not exist"))?;
+    Ok((super::nodes::from_row(&row)?, get(&row, "used_memory")?, get(&row, "used_disk")?))
+}
+
 /// SERVER_VIEW's bit: a subuser without it does not see the server.
 const SERVER_VIEW_BIT: u64 = 1 << capcore::permission::Permission::SERVER_VIEW as u8;
 
@@ -132,8 +156,11 @@ fn push_filter(q: &mut QueryBuilder<Sqlite>, filter: &ServerFilter) {
 impl ServerRepo for SqliteServers {
     async fn create(&self, new: NewServer, now: Timestamp) -> Result<Server> {
         let id = ServerId::new_random();
-        // IMMEDIATE takes the write lock first, so two creations cannot both see one port free.
+        // IMMEDIATE takes the write lock first, so two creations cannot both see one port free
+        // or both fit into the last free memory of a node.
         let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let (node, used_memory, used_disk) = node_usage(&mut tx, new.node_id, None).await?;
+        node.check_fits(used_memory + new.limits.memory_mb, used_disk + new.limits.disk_mb)?;
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO servers ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )))
@@ -220,6 +247,20 @@ impl ServerRepo for SqliteServers {
 
     async fn update(&self, id: ServerId, patch: ServerPatch, now: Timestamp) -> Result<Server> {
         let l = patch.limits;
+        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        if let Some(limits) = l {
+            let node_id: Option<String> = sqlx::query_scalar("SELECT node_id FROM servers WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            let node_id: NodeId = node_id
+                .ok_or_else(|| Error::not_found("server"))?
+                .parse()
+                .map_err(|_| corrupt("node id", "server row"))?;
+            let (node, used_memory, used_disk) = node_usage(&mut tx, node_id, Some(id)).await?;
+            node.check_fits(used_memory + limits.memory_mb, used_disk + limits.disk_mb)?;
+        }
         let done = sqlx::query(
             "UPDATE servers SET name = COALESCE(?1, name), description = COALESCE(?2, description), \
              owner_id = COALESCE(?3, owner_id), memory_mb = COALESCE(?4, memory_mb), swap_mb = COALESCE(?5, swap_mb), \
@@ -239,12 +280,13 @@ impl ServerRepo for SqliteServers {
         .bind(patch.environment.as_ref().map(env_json).transpose()?)
         .bind(now.0)
         .bind(id.to_string())
-        .execute(&self.0)
+        .execute(&mut *tx)
         .await
         .map_err(|e| map(e, "owner", "server exists"))?;
         if done.rows_affected() == 0 {
             return Err(Error::not_found("server"));
         }
+        tx.commit().await.map_err(db)?;
         self.get(id).await
     }
 

@@ -3,7 +3,7 @@
 use super::RouteDef;
 use super::nodes::AllocationView;
 use crate::ids::{AllocationId, NodeId, ServerId, TemplateId, UserId};
-use crate::model::{AllocationRequest, Limits, NewServer, PageRequest, Server, ServerFilter, ServerPatch, Subuser};
+use crate::model::{AllocationRequest, Limits, NewServer, Server, ServerFilter, ServerPatch, Subuser};
 use crate::panel::PanelState;
 use crate::panel::agents::{AgentCommand, PowerAction};
 use crate::panel::error::ApiResult;
@@ -301,25 +301,6 @@ async fn list(
     Ok(Json(s.db.servers().list(&filter, page).await?.map(ServerView::from).into()))
 }
 
-impl PanelState {
-    /// Memory and disk already given to servers on the node.
-    async fn node_usage(&self, node: NodeId) -> Result<(i64, i64)> {
-        let (mut memory, mut disk, mut page) = (0, 0, 1);
-        loop {
-            let filter = ServerFilter { node_id: Some(node), ..Default::default() };
-            let p = self.db.servers().list(&filter, PageRequest::new(page, PageRequest::MAX_PER_PAGE)).await?;
-            for srv in &p.items {
-                memory += srv.limits.memory_mb;
-                disk += srv.limits.disk_mb;
-            }
-            if u64::from(page) * u64::from(PageRequest::MAX_PER_PAGE) >= p.total {
-                return Ok((memory, disk));
-            }
-            page += 1;
-        }
-    }
-}
-
 async fn create(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
@@ -347,19 +328,6 @@ async fn create(
         let mut environment = template.spec.default_environment();
         environment.extend(b.environment.clone());
         template.spec.validate_environment(&environment)?;
-        let (memory, disk) = s.node_usage(node.id).await?;
-        if node.memory_capacity_mb().is_some_and(|cap| memory + limits.memory_mb > cap) {
-            return Err(Error::conflict(format!(
-                "node `{}` has not enough memory left for {} MiB",
-                node.name, limits.memory_mb
-            )));
-        }
-        if node.disk_capacity_mb().is_some_and(|cap| disk + limits.disk_mb > cap) {
-            return Err(Error::conflict(format!(
-                "node `{}` has not enough disk left for {} MiB",
-                node.name, limits.disk_mb
-            )));
-        }
         let new = NewServer {
             name: b.name.clone(),
             description: b.description.clone(),
@@ -417,19 +385,6 @@ async fn update(
         }
         if let Some(l) = &b.limits {
             l.validate()?;
-            let current = s.db.servers().get(id).await?;
-            let node = s.db.nodes().get(current.node_id).await?;
-            let (memory, disk) = s.node_usage(node.id).await?;
-            let (memory, disk) =
-                (memory - current.limits.memory_mb + l.memory_mb, disk - current.limits.disk_mb + l.disk_mb);
-            if node.memory_capacity_mb().is_some_and(|cap| memory > cap)
-                || node.disk_capacity_mb().is_some_and(|cap| disk > cap)
-            {
-                return Err(Error::conflict(format!(
-                    "node `{}` has not enough memory or disk left for these limits",
-                    node.name
-                )));
-            }
         }
         if let Some(owner) = b.owner_id {
             match s.db.users().get(owner).await {
