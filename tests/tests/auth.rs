@@ -476,6 +476,9 @@ async fn keys_cannot_manage_keys_two_factor_or_the_password() {
         1,
         "no child key, none revoked"
     );
+    for action in ["api_key.create", "api_key.revoke", "user.totp_begin", "user.password_change"] {
+        assert_eq!(panel.last_audit(action).await["result"], "denied", "{action} refusal is audited");
+    }
     // The password did not change: it still logs in.
     panel.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
 }

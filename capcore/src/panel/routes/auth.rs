@@ -367,7 +367,7 @@ async fn logout(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult<Res
 
 async fn logout_all(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult<Response> {
     // A leaked API key must not be able to log its owner out everywhere.
-    require_session(&actor)?;
+    require_session(&s, &actor, "auth.logout_all").await?;
     let n = s.auth.logout_everywhere(actor.principal.user_id, s.now()).await?;
     s.audit(
         Some(&actor),
@@ -397,10 +397,12 @@ async fn me(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult<Json<Me
 }
 
 /// Account-level changes need a real login, never an API key.
-fn require_session(actor: &Actor) -> ApiResult<()> {
+/// A refusal is audited as `action`, like any other denial.
+async fn require_session(s: &PanelState, actor: &Actor, action: &str) -> ApiResult<()> {
     match actor.principal.via {
         AuthVia::Session { .. } => Ok(()),
         AuthVia::ApiKey { .. } => {
+            s.audit_denied(actor, action, &PanelState::user_target(actor.principal.user_id), None).await;
             Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs a login session, not an API key"))
         }
     }
@@ -411,7 +413,7 @@ async fn change_password(
     actor: Actor,
     ApiJson(b): ApiJson<PasswordBody>,
 ) -> ApiResult<StatusCode> {
-    require_session(&actor)?;
+    require_session(&s, &actor, "user.password_change").await?;
     crate::validate::password("new_password", &b.new_password)?;
     let user = s.db.users().get(actor.principal.user_id).await?;
     if let Err(e) = s.auth.verify_password(user.id, &b.current_password, &actor.ip).await {
@@ -444,7 +446,7 @@ async fn permissions(_actor: Actor) -> Json<Vec<PermissionView>> {
 }
 
 async fn totp_begin(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult<Json<TotpBeginView>> {
-    require_session(&actor)?;
+    require_session(&s, &actor, "user.totp_begin").await?;
     let target = PanelState::user_target(actor.principal.user_id);
     let r = s.auth.totp_begin(actor.principal.user_id, s.now()).await;
     let setup = s.audited(&actor, "user.totp_begin", |_| (target.clone(), None), (target.clone(), None), r).await?;
@@ -456,7 +458,7 @@ async fn totp_confirm(
     actor: Actor,
     ApiJson(b): ApiJson<CodeBody>,
 ) -> ApiResult<StatusCode> {
-    require_session(&actor)?;
+    require_session(&s, &actor, "user.totp_enable").await?;
     let target = PanelState::user_target(actor.principal.user_id);
     let r = s.auth.totp_confirm(actor.principal.user_id, &b.code, s.now()).await;
     s.audited(&actor, "user.totp_enable", |_| (target.clone(), None), (target.clone(), None), r).await?;
@@ -468,7 +470,7 @@ async fn totp_disable(
     actor: Actor,
     ApiJson(b): ApiJson<CodeBody>,
 ) -> ApiResult<StatusCode> {
-    require_session(&actor)?;
+    require_session(&s, &actor, "user.totp_disable").await?;
     let target = PanelState::user_target(actor.principal.user_id);
     let r = s.auth.totp_disable(actor.principal.user_id, &b.code, s.now()).await;
     s.audited(&actor, "user.totp_disable", |_| (target.clone(), None), (target.clone(), None), r).await?;
@@ -485,7 +487,7 @@ async fn create_key(
     actor: Actor,
     ApiJson(b): ApiJson<CreateKeyBody>,
 ) -> ApiResult<Json<CreatedKeyView>> {
-    require_session(&actor)?;
+    require_session(&s, &actor, "api_key.create").await?;
     let r = s.auth.create_api_key(actor.principal.user_id, &b.name, b.permissions, b.expires_at, s.now()).await;
     let fallback = (PanelState::user_target(actor.principal.user_id), None);
     let (key, secret) =
@@ -500,7 +502,7 @@ async fn revoke_key(
 ) -> ApiResult<StatusCode> {
     let id: ApiKeyId = parse_id(&id, "api key")?;
     // A leaked key must not be able to revoke its owner's other keys.
-    require_session(&actor)?;
+    require_session(&s, &actor, "api_key.revoke").await?;
     let r = s.auth.revoke_api_key(actor.principal.user_id, id).await;
     let target = (format!("api_key:{id}"), None);
     s.audited(&actor, "api_key.revoke", |_| target.clone(), target.clone(), r).await?;
