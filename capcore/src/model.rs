@@ -252,7 +252,11 @@ pub struct ServerPatch {
     pub description: Option<String>,
     pub owner_id: Option<UserId>,
     pub limits: Option<Limits>,
+    /// Replaces the whole environment.
     pub environment: Option<BTreeMap<String, String>>,
+    /// Sets these variables and keeps the others, in the same statement, so two concurrent
+    /// edits of different variables both stay (applied after `environment`).
+    pub set_variables: Option<BTreeMap<String, String>>,
 }
 
 /// A user's grant on one server (not the owner).

@@ -87,6 +87,7 @@ macro_rules! database_conformance_tests {
                 servers_create_without_a_free_allocation_is_conflict,
                 servers_create_and_update_respect_node_capacity,
                 servers_concurrent_create_never_overcommits_a_node,
+                servers_set_variables_merges_and_concurrent_edits_both_stay,
                 servers_missing_is_not_found,
                 servers_list_visible_to_covers_owner_and_subusers_only,
                 servers_list_filters_by_owner_node_and_state,
@@ -1282,6 +1283,29 @@ pub async fn servers_create_and_update_respect_node_capacity(db: Arc<dyn Databas
     let patch = NodePatch { memory_overallocate: Some(-1), ..NodePatch::default() };
     db.nodes().update(world.node.id, patch, clock()).await.unwrap();
     db.servers().create(new("third", 100_000), clock()).await.unwrap();
+}
+
+pub async fn servers_set_variables_merges_and_concurrent_edits_both_stay(db: Arc<dyn Database>) {
+    let world = make_world(&*db, 1).await;
+    let server = make_server(&*db, &world, world.owner.id, "vars").await;
+    let base: BTreeMap<String, String> =
+        [("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())].into();
+    let patch = ServerPatch { environment: Some(base), ..ServerPatch::default() };
+    db.servers().update(server.id, patch, clock()).await.unwrap();
+    let set = |k: &str, v: &str| ServerPatch {
+        set_variables: Some([(k.to_string(), v.to_string())].into()),
+        ..ServerPatch::default()
+    };
+    let (a, b) = (db.clone(), db.clone());
+    let (set_a, set_b) = (set("A", "one; rm -rf / \"quoted\""), set("B", "two"));
+    let first = tokio::spawn(async move { a.servers().update(server.id, set_a, clock()).await });
+    let second = tokio::spawn(async move { b.servers().update(server.id, set_b, clock()).await });
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    let env = db.servers().get(server.id).await.unwrap().environment;
+    let expected: BTreeMap<String, String> =
+        [("A".to_string(), "one; rm -rf / \"quoted\"".to_string()), ("B".to_string(), "two".to_string())].into();
+    assert_eq!(env, expected, "both edits stay, values byte for byte");
 }
 
 /// Many creations at once on a node with room for three: never more than three.

@@ -266,7 +266,8 @@ impl ServerRepo for SqliteServers {
              owner_id = COALESCE(?3, owner_id), memory_mb = COALESCE(?4, memory_mb), swap_mb = COALESCE(?5, swap_mb), \
              cpu_percent = COALESCE(?6, cpu_percent), disk_mb = COALESCE(?7, disk_mb), \
              io_weight = COALESCE(?8, io_weight), pids = COALESCE(?9, pids), \
-             environment = COALESCE(?10, environment), updated_at = ?11 WHERE id = ?12",
+             environment = json_patch(COALESCE(?10, environment), COALESCE(?13, '{}')), updated_at = ?11 \
+             WHERE id = ?12",
         )
         .bind(patch.name)
         .bind(patch.description)
@@ -280,6 +281,7 @@ impl ServerRepo for SqliteServers {
         .bind(patch.environment.as_ref().map(env_json).transpose()?)
         .bind(now.0)
         .bind(id.to_string())
+        .bind(patch.set_variables.as_ref().map(env_json).transpose()?)
         .execute(&mut *tx)
         .await
         .map_err(|e| map(e, "owner", "server exists"))?;

@@ -398,6 +398,7 @@ async fn update(
             owner_id: b.owner_id,
             limits: b.limits,
             environment: None,
+            set_variables: None,
         };
         s.db.servers().update(id, patch, s.now()).await
     }
@@ -473,7 +474,10 @@ async fn set_variables(
         let mut env = server.environment.clone();
         env.extend(b.values.clone());
         template.spec.validate_environment(&env)?;
-        s.db.servers().update(id, ServerPatch { environment: Some(env), ..Default::default() }, s.now()).await
+        // Validated against the whole environment above; written as a merge so a concurrent edit
+        // of another variable is kept.
+        let patch = ServerPatch { set_variables: Some(b.values.clone()), ..Default::default() };
+        s.db.servers().update(id, patch, s.now()).await
     }
     .await;
     let updated = s.audited(&actor, "server.variables", |_| server_target(id), server_target(id), outcome).await?;
