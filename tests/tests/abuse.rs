@@ -17,6 +17,13 @@ fn login_request(email: &str, password: &str, forwarded_for: &str) -> Request<Bo
         .unwrap()
 }
 
+/// A login attempt from `peer`; returns the status.
+async fn login_from(panel: &TestPanel, email: &str, password: &str, peer: &str) -> StatusCode {
+    let body = json!({"email": email, "password": password}).to_string();
+    let json = Some("application/json");
+    panel.send_from(Method::POST, "/api/auth/login", &Cred::None, Some(Body::from(body)), json, peer).await.0
+}
+
 #[tokio::test]
 async fn behind_a_proxy_the_address_is_the_one_the_proxy_appended() {
     let config = PanelConfig { trust_proxy: true, ..PanelConfig::default() };
@@ -53,19 +60,8 @@ async fn concurrent_guesses_cannot_exceed_the_account_limit() {
     for i in 0..20 {
         let panel = panel.clone();
         tasks.push(tokio::spawn(async move {
-            let body = json!({"email": "target@example.org", "password": format!("guess number {i}")});
             // Each guess from its own address, so only the account limit applies.
-            let (status, _, _) = panel
-                .send_from(
-                    Method::POST,
-                    "/api/auth/login",
-                    &Cred::None,
-                    Some(Body::from(body.to_string())),
-                    Some("application/json"),
-                    &format!("127.0.1.{i}:1000"),
-                )
-                .await;
-            status
+            login_from(&panel, "target@example.org", &format!("guess number {i}"), &format!("127.0.1.{i}:1000")).await
         }));
     }
     let mut checked = 0;
@@ -79,17 +75,7 @@ async fn concurrent_guesses_cannot_exceed_the_account_limit() {
     }
     assert!(checked <= 5, "{checked} passwords were checked; the account allows 5 per window");
     // The right password is refused too until the window passes.
-    let body = json!({"email": "target@example.org", "password": PASSWORD});
-    let (status, _, _) = panel
-        .send_from(
-            Method::POST,
-            "/api/auth/login",
-            &Cred::None,
-            Some(Body::from(body.to_string())),
-            Some("application/json"),
-            "127.0.2.1:1000",
-        )
-        .await;
+    let status = login_from(&panel, "target@example.org", PASSWORD, "127.0.2.1:1000").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }
 
