@@ -366,7 +366,7 @@ pub struct AuditFilter {
 }
 
 /// Which servers a listing covers.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServerFilter {
     /// Only servers this user owns or is a subuser of with SERVER_VIEW (None: all servers).
     pub visible_to: Option<UserId>,
@@ -378,7 +378,7 @@ pub struct ServerFilter {
 }
 
 /// A page request: 1-based page number and a bounded size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PageRequest {
     pub page: u32,
     pub per_page: u32,

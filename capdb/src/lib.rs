@@ -27,11 +27,13 @@
 //! # });
 //! ```
 
+pub mod cached;
 #[cfg(feature = "sqlite")]
 mod error;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+pub use cached::{CachedDatabase, CachedDatabaseConfig};
 use capcore::backend::Database;
 use capcore::{Error, Result};
 use std::sync::Arc;

@@ -91,9 +91,20 @@ impl TestPanel {
     }
 
     pub async fn start_with(auth_config: AuthConfig, panel_config: PanelConfig) -> Self {
+        Self::start_full(auth_config, panel_config, true).await
+    }
+
+    /// `cached`: wire the database as `cap-panel` does, behind `CachedDatabase`; without it
+    /// every read goes to SQLite.
+    pub async fn start_full(auth_config: AuthConfig, panel_config: PanelConfig, cached: bool) -> Self {
         let url = format!("sqlite://{}", scratch_db_path("panel").display());
-        let db = capdb::connect(&url, &capdb::DbConfig::default()).await.expect("open sqlite");
+        let sqlite = capdb::connect(&url, &capdb::DbConfig::default()).await.expect("open sqlite");
         let cache: Arc<dyn Cache> = Arc::new(MemoryCache::default());
+        let db: Arc<dyn Database> = if cached {
+            Arc::new(capdb::CachedDatabase::new(sqlite, cache.clone(), capdb::CachedDatabaseConfig::default()))
+        } else {
+            sqlite
+        };
         let auth: Arc<dyn Authenticator> =
             Arc::new(CapAuthenticator::new(db.clone(), cache.clone(), auth_config).expect("authenticator"));
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_800_000_000_000)));

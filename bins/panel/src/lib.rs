@@ -111,7 +111,7 @@ pub struct Wired {
 pub async fn wire(config: &Config) -> Result<Wired> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let db = capdb::connect(&config.database_url(), &capdb::DbConfig::default())
+    let store = capdb::connect(&config.database_url(), &capdb::DbConfig::default())
         .await
         .context("config key `database_url`")?;
     let cache: Arc<dyn Cache> = if config.cache_url == "memory" {
@@ -119,6 +119,9 @@ pub async fn wire(config: &Config) -> Result<Wired> {
     } else {
         bail!("config key `cache_url`: the Redis cache is not part of this build; use `memory`");
     };
+    // Sessions and server lists from memory, invalidated through the cache on every write.
+    let db: Arc<dyn Database> =
+        Arc::new(capdb::CachedDatabase::new(store, cache.clone(), capdb::CachedDatabaseConfig::default()));
     let a = &config.auth;
     let auth_config = AuthConfig {
         jwt_secret: load_or_create_secret(&config.data_dir.join("jwt-secret"))?,

@@ -46,6 +46,14 @@ pub trait Database: Send + Sync + 'static {
     /// `sqlite`, `postgres`, ...
     fn backend_name(&self) -> &'static str;
 
+    /// A number that changes after every write made through this database (and through any
+    /// other instance sharing its invalidation), so a caller may keep derived data (a rendered
+    /// page) while it stays the same. `None`, the default, means the backend cannot tell and
+    /// nothing may be kept.
+    async fn read_version(&self) -> Result<Option<i64>> {
+        Ok(None)
+    }
+
     /// A session with its user and the user's global permissions: what checking an access
     /// token needs. Provided from the repositories; a backend may override it with one round
     /// trip. `NotFound` when the session (or its user) does not exist.

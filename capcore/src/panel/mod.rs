@@ -37,6 +37,9 @@ pub struct PanelConfig {
     pub api_key_prefix: String,
     /// Most ports one allocation request may add.
     pub max_ports_per_request: u32,
+    /// How long a rendered server-list page may be served again while the database's
+    /// `read_version` is unchanged (zero: never). Only used with a database that reports one.
+    pub list_cache_max_age: std::time::Duration,
 }
 
 impl Default for PanelConfig {
@@ -47,6 +50,7 @@ impl Default for PanelConfig {
             trust_proxy: false,
             api_key_prefix: "cap_".into(),
             max_ports_per_request: 1000,
+            list_cache_max_age: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -59,6 +63,8 @@ pub struct PanelState {
     pub config: PanelConfig,
     pub clock: Arc<dyn Clock>,
     pub agents: AgentRegistry,
+    /// Rendered server-list pages by query, with the read version they were rendered at.
+    pub(crate) list_pages: routes::ListPageCache,
 }
 
 impl std::fmt::Debug for PanelState {
@@ -94,7 +100,18 @@ impl Panel {
         config: PanelConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { state: Arc::new(PanelState { db, cache, auth, config, clock, agents: AgentRegistry::default() }) }
+        let list_pages = routes::ListPageCache::default();
+        Self {
+            state: Arc::new(PanelState {
+                db,
+                cache,
+                auth,
+                config,
+                clock,
+                agents: AgentRegistry::default(),
+                list_pages,
+            }),
+        }
     }
 
     pub fn state(&self) -> &Arc<PanelState> {

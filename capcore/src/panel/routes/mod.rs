@@ -9,6 +9,8 @@ mod servers;
 mod templates;
 mod users;
 
+pub(crate) use servers::ListPageCache;
+
 use super::PanelState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

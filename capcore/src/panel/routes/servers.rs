@@ -3,7 +3,7 @@
 use super::RouteDef;
 use super::nodes::AllocationView;
 use crate::ids::{AllocationId, NodeId, ServerId, TemplateId, UserId};
-use crate::model::{AllocationRequest, Limits, NewServer, Server, ServerFilter, ServerPatch, Subuser};
+use crate::model::{AllocationRequest, Limits, NewServer, PageRequest, Server, ServerFilter, ServerPatch, Subuser};
 use crate::panel::PanelState;
 use crate::panel::agents::{AgentCommand, PowerAction};
 use crate::panel::error::ApiResult;
@@ -13,13 +13,19 @@ use crate::state::ServerState;
 use crate::time::Timestamp;
 use crate::{Error, Result};
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
 use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
@@ -285,11 +291,13 @@ async fn list(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
     ApiQuery(q): ApiQuery<ServerListQuery>,
-) -> ApiResult<Json<PageBody<ServerView>>> {
+) -> ApiResult<Response> {
     let page = PageQuery { page: q.page, per_page: q.per_page }.request()?;
     // An API key without SERVER_VIEW sees no server, owned or not.
     if actor.principal.key_limit().is_some_and(|k| !k.contains(Permission::SERVER_VIEW)) {
-        return Ok(Json(PageBody { data: Vec::new(), page: page.page, per_page: page.per_page, total: 0 }));
+        let empty: PageBody<ServerView> =
+            PageBody { data: Vec::new(), page: page.page, per_page: page.per_page, total: 0 };
+        return Ok(Json(empty).into_response());
     }
     let filter = ServerFilter {
         visible_to: (!s.holds_global(&actor, Permission::SERVER_VIEW)).then_some(actor.principal.user_id),
@@ -298,7 +306,54 @@ async fn list(
         name_contains: q.q,
         state: q.state,
     };
-    Ok(Json(s.db.servers().list(&filter, page).await?.map(ServerView::from).into()))
+    // The page depends only on the filter (which holds who may see what) and the data, so a
+    // rendering is reused while the database's read version stays the same.
+    let version = if s.config.list_cache_max_age.is_zero() { None } else { s.db.read_version().await? };
+    let key = (filter, page);
+    if let Some(version) = version
+        && let Some(bytes) = s.list_pages.get(&key, version, s.config.list_cache_max_age)
+    {
+        return Ok(json_bytes(bytes));
+    }
+    let body: PageBody<ServerView> = s.db.servers().list(&key.0, page).await?.map(ServerView::from).into();
+    let bytes = Bytes::from(serde_json::to_vec(&body).map_err(|e| Error::internal("cannot encode servers", e))?);
+    if let Some(version) = version {
+        s.list_pages.put(key, version, bytes.clone());
+    }
+    Ok(json_bytes(bytes))
+}
+
+fn json_bytes(bytes: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response()
+}
+
+/// What a listing is keyed by: everything its answer depends on besides the data.
+type ListKey = (ServerFilter, PageRequest);
+
+/// A rendered page: the read version it was rendered at, when, and the bytes.
+type RenderedPage = (i64, Instant, Bytes);
+
+/// Rendered list pages; bounded in size.
+#[derive(Debug, Default)]
+pub(crate) struct ListPageCache {
+    pages: Mutex<HashMap<ListKey, RenderedPage>>,
+}
+
+impl ListPageCache {
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn get(&self, key: &ListKey, version: i64, max_age: Duration) -> Option<Bytes> {
+        let pages = self.pages.lock().expect("list cache lock");
+        pages.get(key).filter(|(v, at, _)| *v == version && at.elapsed() < max_age).map(|(_, _, b)| b.clone())
+    }
+
+    fn put(&self, key: ListKey, version: i64, bytes: Bytes) {
+        let mut pages = self.pages.lock().expect("list cache lock");
+        if pages.len() >= Self::MAX_ENTRIES {
+            pages.clear();
+        }
+        pages.insert(key, (version, Instant::now(), bytes));
+    }
 }
 
 async fn create(
