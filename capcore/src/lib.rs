@@ -38,6 +38,7 @@ pub mod error;
 pub mod ids;
 pub mod model;
 pub mod permission;
+pub mod protocol;
 pub mod state;
 pub mod template;
 pub mod time;

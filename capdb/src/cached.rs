@@ -63,10 +63,13 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
         map.get(key).filter(|e| e.generation == generation && e.at.elapsed() < max_age).map(|e| e.value.clone())
     }
 
-    fn put(&self, key: K, generation: i64, value: V, max_entries: usize) {
+    fn put(&self, key: K, generation: i64, value: V, config: &CachedDatabaseConfig) {
         let mut map = self.map.lock().expect("memo lock");
-        if map.len() >= max_entries {
-            map.clear();
+        if map.len() >= config.max_entries {
+            map.retain(|_, e| e.at.elapsed() < config.max_age);
+            if map.len() >= config.max_entries {
+                map.clear();
+            }
         }
         map.insert(key, Entry { generation, at: Instant::now(), value });
     }
@@ -112,7 +115,7 @@ impl Shared {
             return Ok(hit);
         }
         let page = self.db.servers().list(filter, page).await?;
-        self.lists.put(key, generation, page.clone(), self.config.max_entries);
+        self.lists.put(key, generation, page.clone(), &self.config);
         Ok(page)
     }
 }
@@ -204,7 +207,7 @@ impl Database for CachedDatabase {
             return Ok(hit);
         }
         let value = s.db.session_context(id).await?;
-        s.sessions.put(id, generation, value.clone(), s.config.max_entries);
+        s.sessions.put(id, generation, value.clone(), &s.config);
         Ok(value)
     }
 
@@ -227,7 +230,8 @@ struct CachedApiKeys(Arc<Shared>);
 struct CachedSessions(Arc<Shared>);
 struct CachedAudit(Arc<Shared>);
 
-// Every method delegates; writes go through `after_write`, the server list through the memo.
+// Every method delegates; writes go through `after_write` (all but audit appends and API-key use
+// stamps, which no read depends on), the server list through the memo.
 
 #[async_trait]
 impl UserRepo for CachedUsers {
@@ -400,7 +404,7 @@ impl ServerRepo for CachedServers {
 #[async_trait]
 impl ApiKeyRepo for CachedApiKeys {
     async fn create(&self, key: ApiKey) -> Result<ApiKey> {
-        self.0.db.api_keys().create(key).await
+        self.0.after_write(self.0.db.api_keys().create(key).await).await
     }
     async fn find_by_prefix(&self, prefix: &str) -> Result<Option<ApiKey>> {
         self.0.db.api_keys().find_by_prefix(prefix).await
@@ -409,7 +413,7 @@ impl ApiKeyRepo for CachedApiKeys {
         self.0.db.api_keys().list_for_user(user).await
     }
     async fn delete(&self, user: UserId, id: ApiKeyId) -> Result<()> {
-        self.0.db.api_keys().delete(user, id).await
+        self.0.after_write(self.0.db.api_keys().delete(user, id).await).await
     }
     async fn touch(&self, id: ApiKeyId, now: Timestamp) -> Result<()> {
         self.0.db.api_keys().touch(id, now).await

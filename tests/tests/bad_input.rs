@@ -634,3 +634,15 @@ async fn a_request_with_no_credential_learns_nothing() {
     }
     assert_eq!(state(&f).await, before);
 }
+
+#[tokio::test]
+async fn search_text_is_bounded() {
+    let panel = cap_tests::TestPanel::start().await;
+    let admin = panel.admin().await;
+    let long = "x".repeat(192);
+    let got = panel.get(&format!("/api/servers?q={long}"), &admin).await;
+    assert!(assert_error(&got, 422, "invalid").starts_with("q:"));
+    let got = panel.get(&format!("/api/users?q={}", "y".repeat(255)), &admin).await;
+    assert!(assert_error(&got, 422, "invalid").starts_with("q:"));
+    assert_eq!(panel.get(&format!("/api/servers?q={}", "x".repeat(191)), &admin).await.0, 200);
+}

@@ -47,8 +47,8 @@ pub trait Database: Send + Sync + 'static {
     fn backend_name(&self) -> &'static str;
 
     /// A number that changes after every write made through this database (and through any
-    /// other instance sharing its invalidation), so a caller may keep derived data (a rendered
-    /// page) while it stays the same. `None`, the default, means the backend cannot tell and
+    /// other instance sharing its invalidation), audit appends and API-key use stamps aside, so
+    /// a caller may keep derived data (a rendered page) while it stays the same. `None`, the default, means the backend cannot tell and
     /// nothing may be kept.
     async fn read_version(&self) -> Result<Option<i64>> {
         Ok(None)

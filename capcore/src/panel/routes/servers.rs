@@ -293,6 +293,9 @@ async fn list(
     ApiQuery(q): ApiQuery<ServerListQuery>,
 ) -> ApiResult<Response> {
     let page = PageQuery { page: q.page, per_page: q.per_page }.request()?;
+    if let Some(text) = &q.q {
+        crate::validate::text("q", text, 191)?;
+    }
     // An API key without SERVER_VIEW sees no server, owned or not.
     if actor.principal.key_limit().is_some_and(|k| !k.contains(Permission::SERVER_VIEW)) {
         let empty: PageBody<ServerView> =
@@ -318,7 +321,7 @@ async fn list(
     let body: PageBody<ServerView> = s.db.servers().list(&key.0, page).await?.map(ServerView::from).into();
     let bytes = Bytes::from(serde_json::to_vec(&body).map_err(|e| Error::internal("cannot encode servers", e))?);
     if let Some(version) = version {
-        s.list_pages.put(key, version, bytes.clone());
+        s.list_pages.put(key, version, bytes.clone(), s.config.list_cache_max_age);
     }
     Ok(json_bytes(bytes))
 }
@@ -347,10 +350,13 @@ impl ListPageCache {
         pages.get(key).filter(|(v, at, _)| *v == version && at.elapsed() < max_age).map(|(_, _, b)| b.clone())
     }
 
-    fn put(&self, key: ListKey, version: i64, bytes: Bytes) {
+    fn put(&self, key: ListKey, version: i64, bytes: Bytes, max_age: Duration) {
         let mut pages = self.pages.lock().expect("list cache lock");
         if pages.len() >= Self::MAX_ENTRIES {
-            pages.clear();
+            pages.retain(|_, (_, at, _)| at.elapsed() < max_age);
+            if pages.len() >= Self::MAX_ENTRIES {
+                pages.clear();
+            }
         }
         pages.insert(key, (version, Instant::now(), bytes));
     }

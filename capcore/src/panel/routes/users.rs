@@ -152,6 +152,9 @@ async fn list(
     if !s.holds_global(&actor, Permission::USER_VIEW) {
         return Err(Error::forbidden("missing permission USER_VIEW").into());
     }
+    if let Some(text) = &q.q {
+        crate::validate::text("q", text, 254)?;
+    }
     let users = s.db.users().list(q.q.as_deref(), page).await?;
     let mut data = Vec::with_capacity(users.items.len());
     for u in users.items {

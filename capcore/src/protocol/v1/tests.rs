@@ -1,0 +1,232 @@
+//! Golden-file tests for every protocol v1 message and frame, plus negotiation and flow control.
+//!
+//! A golden file is the exact JSON (or frame bytes) of one sample message. Changing the wire
+//! format makes these fail; regenerate with `CAP_UPDATE_GOLDEN=1 cargo test -p capcore protocol`
+//! and review the diff like any other change.
+
+use super::stream::{Credit, CreditExceeded, Frame, FrameError, INITIAL_CREDIT, MAX_PAYLOAD};
+use super::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+fn server() -> ServerId {
+    ServerId(Uuid::from_u128(0x5e17_0000_0000_4000_8000_0000_0000_0001))
+}
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/protocol/v1/golden").join(name)
+}
+
+/// Compares `actual` with the golden file, or writes it when `CAP_UPDATE_GOLDEN=1`.
+fn golden(name: &str, actual: &str) {
+    let path = golden_path(name);
+    if std::env::var("CAP_UPDATE_GOLDEN").as_deref() == Ok("1") {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; create it with CAP_UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(actual, expected, "{name} differs from its golden file");
+}
+
+fn golden_json<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(name: &str, value: &T) {
+    let text = serde_json::to_string_pretty(value).unwrap() + "\n";
+    golden(&format!("{name}.json"), &text);
+    let back: T = serde_json::from_str(&text).unwrap();
+    assert_eq!(&back, value, "{name} round-trips");
+}
+
+fn spec() -> ServerSpec {
+    ServerSpec {
+        server_id: server(),
+        argv: vec!["./game".into(), "--motd".into(), "; rm -rf / $(reboot)".into()],
+        environment: BTreeMap::from([("SERVER_MEMORY".into(), "1024".into()), ("SERVER_PORT".into(), "25565".into())]),
+        limits: WireLimits { memory_mb: 1024, swap_mb: 0, cpu_percent: 100, disk_mb: 5120, io_weight: 500, pids: 512 },
+        stop: WireStop::Command("stop".into()),
+        ready_patterns: vec![WireReadyPattern::Contains("Done (".into()), WireReadyPattern::Regex("^ready$".into())],
+        install: Some(WireInstall { script: "#!/bin/sh\necho installing\n".into(), entrypoint: "sh".into() }),
+        image: None,
+    }
+}
+
+fn hello() -> Hello {
+    Hello {
+        protocol_min: 1,
+        protocol_max: 1,
+        agent_version: "0.1.0".into(),
+        facts: NodeFacts {
+            hostname: "node-1".into(),
+            os: "Debian GNU/Linux 12".into(),
+            kernel: "6.1.0".into(),
+            arch: "x86_64".into(),
+            cpus: 2,
+            memory_bytes: 25_769_803_776,
+            disk_bytes: 270_582_939_648,
+            runtimes: vec!["process".into()],
+            enforced_limits: vec!["memory:cgroup".into(), "pids:rlimit".into()],
+        },
+    }
+}
+
+#[test]
+fn agent_messages_match_their_golden_files() {
+    golden_json("agent_hello", &AgentMessage::Hello(hello()));
+    golden_json("agent_result_ok", &AgentMessage::Result(CommandResult { id: 7, outcome: Outcome::Ok }));
+    golden_json(
+        "agent_result_error",
+        &AgentMessage::Result(CommandResult {
+            id: 8,
+            outcome: Outcome::Error { code: ErrorCode::Conflict, message: "the server is already running".into() },
+        }),
+    );
+    golden_json(
+        "agent_event_state",
+        &AgentMessage::Event(EventEnvelope {
+            server_id: server(),
+            seq: 41,
+            event: Event::State { state: "crashed".into(), exit: Some(ExitInfo { code: None, signal: Some(9) }) },
+        }),
+    );
+    golden_json(
+        "agent_event_console",
+        &AgentMessage::Event(EventEnvelope {
+            server_id: server(),
+            seq: 42,
+            event: Event::Console { stream: ConsoleStream::Stdout, line: "[Server] hello \"world\" ✓".into() },
+        }),
+    );
+    golden_json(
+        "agent_event_stats",
+        &AgentMessage::Event(EventEnvelope {
+            server_id: server(),
+            seq: 43,
+            event: Event::Stats {
+                cpu_percent: 12.5,
+                memory_bytes: 268_435_456,
+                disk_bytes: 1_048_576,
+                uptime_ms: 60_000,
+            },
+        }),
+    );
+    golden_json(
+        "agent_heartbeat",
+        &AgentMessage::Heartbeat(Heartbeat {
+            cpu_percent: 3.25,
+            memory_used_bytes: 1_073_741_824,
+            memory_total_bytes: 25_769_803_776,
+            disk_used_bytes: 10_737_418_240,
+            disk_total_bytes: 270_582_939_648,
+            servers_running: 1,
+        }),
+    );
+}
+
+#[test]
+fn panel_messages_match_their_golden_files() {
+    golden_json(
+        "panel_welcome",
+        &PanelMessage::Welcome(Welcome {
+            protocol: 1,
+            node_id: NodeId(Uuid::from_u128(0x40de_0000_0000_4000_8000_0000_0000_0002)),
+            heartbeat_interval_ms: 5_000,
+            heartbeat_misses_allowed: 3,
+            last_seq: vec![ServerSeq { server_id: server(), seq: 40 }],
+        }),
+    );
+    golden_json(
+        "panel_refused",
+        &PanelMessage::Refused(Refused {
+            reason: "agent 2.0.0 speaks protocol 2 to 2, this panel speaks 1; upgrade the panel".into(),
+            panel_protocol: 1,
+        }),
+    );
+    golden_json("panel_ack", &PanelMessage::Ack(ServerSeq { server_id: server(), seq: 43 }));
+    let id = server();
+    let commands = [
+        ("create", Command::Create { server: spec() }),
+        ("install", Command::Install { server_id: id }),
+        ("start", Command::Start { server_id: id }),
+        ("stop", Command::Stop { server_id: id, grace_ms: 30_000 }),
+        ("restart", Command::Restart { server_id: id, grace_ms: 30_000 }),
+        ("kill", Command::Kill { server_id: id }),
+        ("send_command", Command::SendCommand { server_id: id, line: "say hi; $(whoami)".into() }),
+        ("delete", Command::Delete { server_id: id }),
+        ("sync", Command::Sync { servers: vec![spec()] }),
+    ];
+    for (i, (name, command)) in commands.into_iter().enumerate() {
+        let request = PanelMessage::Request(Request { id: 100 + i as u64, timeout_ms: 30_000, command });
+        golden_json(&format!("panel_request_{name}"), &request);
+    }
+}
+
+#[test]
+fn frames_match_their_golden_file() {
+    let frames = [
+        Frame::Open { stream: 1, header: br#"{"purpose":"file_download","path":"world/level.dat"}"#.to_vec() },
+        Frame::Data { stream: 1, bytes: vec![0, 1, 2, 254, 255] },
+        Frame::Credit { stream: 1, bytes: 65_536 },
+        Frame::End { stream: 1 },
+        Frame::Reset { stream: 0xdead_beef, reason: "disk full".into() },
+    ];
+    let text: String =
+        frames.iter().map(|f| f.encode().iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n").collect();
+    golden("frames.hex", &text);
+    for frame in frames {
+        assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
+    }
+}
+
+#[test]
+fn unknown_fields_and_types_are_refused() {
+    let hello = serde_json::to_value(AgentMessage::Hello(super::tests::hello())).unwrap();
+    let mut extra = hello.clone();
+    extra["sneaky"] = serde_json::json!(true);
+    assert!(serde_json::from_value::<AgentMessage>(extra).is_err(), "unknown field refused");
+    assert!(serde_json::from_str::<AgentMessage>(r#"{"type":"launch_missiles"}"#).is_err());
+    assert!(serde_json::from_str::<PanelMessage>(r#"{"type":"hello"}"#).is_err(), "panel never receives hello");
+}
+
+#[test]
+fn negotiation_accepts_overlap_and_names_who_must_upgrade() {
+    let mut h = hello();
+    assert_eq!(negotiate(&h), Ok(1));
+    h.protocol_max = 3;
+    assert_eq!(negotiate(&h), Ok(1), "a newer agent that still speaks 1 is accepted");
+    h.protocol_min = 2;
+    let refused = negotiate(&h).unwrap_err();
+    assert_eq!(refused.reason, "agent 0.1.0 speaks protocol 2 to 3, this panel speaks 1; upgrade the panel");
+    assert_eq!(refused.panel_protocol, 1);
+    h.protocol_min = 0;
+    h.protocol_max = 0;
+    assert!(negotiate(&h).unwrap_err().reason.ends_with("upgrade the agent"));
+    h.protocol_min = 2;
+    h.protocol_max = 1;
+    assert!(negotiate(&h).unwrap_err().reason.contains("empty range"));
+}
+
+#[test]
+fn malformed_frames_are_refused() {
+    assert_eq!(Frame::decode(&[2, 0, 0]), Err(FrameError::Short(3)));
+    assert_eq!(Frame::decode(&[9, 0, 0, 0, 1]), Err(FrameError::UnknownKind(9)));
+    assert_eq!(Frame::decode(&[3, 0, 0, 0, 1, 1]), Err(FrameError::BadCredit(1)));
+    assert_eq!(Frame::decode(&[4, 0, 0, 0, 1, 1]), Err(FrameError::PayloadOnEnd(1)));
+    assert_eq!(Frame::decode(&[5, 0, 0, 0, 1, 0xff]), Err(FrameError::BadReason));
+    let mut big = vec![2, 0, 0, 0, 1];
+    big.resize(5 + MAX_PAYLOAD + 1, 0);
+    assert_eq!(Frame::decode(&big), Err(FrameError::TooLarge(MAX_PAYLOAD + 1)));
+}
+
+#[test]
+fn credit_bounds_what_may_be_sent() {
+    let mut c = Credit::default();
+    assert_eq!(c.available(), u64::from(INITIAL_CREDIT));
+    assert_eq!(c.sendable(1 << 30), MAX_PAYLOAD, "one frame at most");
+    c.consume(INITIAL_CREDIT as usize - 10).unwrap();
+    assert_eq!(c.sendable(100), 10);
+    assert_eq!(c.consume(11), Err(CreditExceeded { received: 11, available: 10 }));
+    c.consume(10).unwrap();
+    assert_eq!(c.sendable(100), 0, "nothing until credit arrives");
+    c.grant(50);
+    assert_eq!(c.sendable(100), 50);
+}
