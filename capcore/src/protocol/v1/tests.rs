@@ -179,7 +179,7 @@ fn frames_match_their_golden_file() {
 
 #[test]
 fn unknown_fields_and_types_are_refused() {
-    let hello = serde_json::to_value(AgentMessage::Hello(super::tests::hello())).unwrap();
+    let hello = serde_json::to_value(AgentMessage::Hello(hello())).unwrap();
     let mut extra = hello.clone();
     extra["sneaky"] = serde_json::json!(true);
     assert!(serde_json::from_value::<AgentMessage>(extra).is_err(), "unknown field refused");
