@@ -637,7 +637,7 @@ async fn a_request_with_no_credential_learns_nothing() {
 
 #[tokio::test]
 async fn search_text_is_bounded() {
-    let panel = cap_tests::TestPanel::start().await;
+    let panel = TestPanel::start().await;
     let admin = panel.admin().await;
     let long = "x".repeat(192);
     let got = panel.get(&format!("/api/servers?q={long}"), &admin).await;
