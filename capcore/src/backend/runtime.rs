@@ -31,6 +31,8 @@ pub struct RuntimeSpec {
     pub environment: BTreeMap<String, String>,
     pub limits: Limits,
     pub stop: StopAction,
+    /// Console lines that mean the server is ready (none: ready once started).
+    pub ready_patterns: Vec<crate::template::ReadyPattern>,
     /// Container image (Docker runtime only).
     pub image: Option<String>,
 }
