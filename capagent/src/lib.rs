@@ -39,4 +39,4 @@ pub mod console;
 pub mod runtime;
 
 pub use console::{Console, ConsoleConfig, Subscription};
-pub use runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
+pub use runtime::process::{ProcessRuntime, ProcessRuntimeConfig, RunAs};

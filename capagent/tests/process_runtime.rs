@@ -174,3 +174,34 @@ async fn unknown_servers_and_bad_specs_are_refused() {
     assert!(rt.start(id).await.unwrap_err().to_string().contains("cannot start `/nonexistent/game`"));
     assert!(rt.send_command(id, "two\nlines").await.is_err());
 }
+
+/// Whether this test process runs as root (read from /proc, no extra crate).
+fn running_as_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)) == Some("0")
+}
+
+#[tokio::test]
+async fn as_root_games_run_as_the_configured_unprivileged_user() {
+    if !running_as_root() {
+        assert!(std::env::var("CAP_TEST_REQUIRE").as_deref() != Ok("1"), "this test needs root (CAP_TEST_REQUIRE=1)");
+        eprintln!("skipping: not root, so there is no privilege to drop");
+        return;
+    }
+    let rt = ProcessRuntime::new(ProcessRuntimeConfig {
+        run_as: Some(capagent::RunAs { uid: 65534, gid: 65534 }),
+        ..ProcessRuntimeConfig::new(std::env::temp_dir().join(format!("capagent-runas-{}", std::process::id())))
+    });
+    let mut s = spec(&[], StopAction::Command("stop".into()));
+    s.argv = vec!["/bin/sh".into(), "-c".into(), "id -u; id -g; id -G; touch mine && echo wrote".into()];
+    s.ready_patterns.clear();
+    let id = s.server_id;
+    rt.create(s).await.unwrap();
+    rt.start(id).await.unwrap();
+    assert_eq!(rt.wait_exit(id).await.unwrap(), RuntimeStatus::Exited { code: Some(0), signal: None });
+    let mut sub = rt.subscribe(id).unwrap();
+    line_matching(&mut sub, |l| l == "wrote").await;
+    let out: Vec<String> = sub.replay.iter().filter(|l| !l.starts_with("[cap]")).cloned().collect();
+    assert_eq!(&out[..3], ["65534", "65534", "65534"], "uid, gid and no supplementary groups of root's");
+    rt.remove(id).await.unwrap();
+}

@@ -28,6 +28,16 @@ pub struct ProcessRuntimeConfig {
     pub path: String,
     /// After SIGKILL, how long to wait for the exit before reporting an error.
     pub kill_wait: Duration,
+    /// Run games as this user and group (needed when the agent runs as root; the server
+    /// directories are given to them). Supplementary groups are dropped.
+    pub run_as: Option<RunAs>,
+}
+
+/// An unprivileged user and group for game processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl ProcessRuntimeConfig {
@@ -37,6 +47,7 @@ impl ProcessRuntimeConfig {
             console: ConsoleConfig::default(),
             path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games".into(),
             kill_wait: Duration::from_secs(10),
+            run_as: None,
         }
     }
 }
@@ -207,6 +218,10 @@ impl Runtime for ProcessRuntime {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Error::unavailable(format!("cannot create {}", dir.display()), e))?;
+        if let Some(user) = self.config.run_as {
+            std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
+                .map_err(|e| Error::unavailable(format!("cannot give {} to uid {}", dir.display(), user.uid), e))?;
+        }
         let mut servers = self.servers.lock().expect("servers lock");
         match servers.get_mut(&spec.server_id) {
             Some(m) => m.spec = spec,
@@ -238,6 +253,10 @@ impl Runtime for ProcessRuntime {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(false);
+        if let Some(user) = self.config.run_as {
+            // As root, std also drops the supplementary groups (setgroups(0)) before exec.
+            command.uid(user.uid).gid(user.gid);
+        }
         let mut child =
             command.spawn().map_err(|e| Error::invalid("argv", format!("cannot start `{}`: {e}", spec.argv[0])))?;
         let pid = child.id().ok_or_else(|| Error::internal("the process has no pid", "spawn"))?;
