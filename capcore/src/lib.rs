@@ -39,6 +39,7 @@ pub mod ids;
 pub mod model;
 pub mod permission;
 pub mod protocol;
+pub mod restart;
 pub mod state;
 pub mod template;
 pub mod time;
