@@ -20,6 +20,17 @@ pub enum PowerAction {
     Kill,
 }
 
+impl PowerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::Start => "start",
+            PowerAction::Stop => "stop",
+            PowerAction::Restart => "restart",
+            PowerAction::Kill => "kill",
+        }
+    }
+}
+
 /// Work for an agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentCommand {

@@ -278,17 +278,27 @@ impl PanelState {
         result: AuditResult,
         detail: serde_json::Value,
     ) {
-        let event = AuditEvent {
+        let (actor_id, ip) = match actor {
+            Some(a) => (Some(a.principal.user_id), a.ip.as_str()),
+            None => (None, "system"),
+        };
+        self.record(AuditEvent {
             id: crate::ids::AuditEventId::new_random(),
             at: self.now(),
-            actor_id: actor.map(|a| a.principal.user_id),
+            actor_id,
             action: action.into(),
             target: target.into(),
             server_id,
-            ip: actor.map_or_else(|| "system".into(), |a| a.ip.clone()),
+            ip: ip.into(),
             result,
             detail,
-        };
+        })
+        .await;
+    }
+
+    /// Appends an event built by the caller (for actions before anyone is authenticated).
+    pub(crate) async fn record(&self, event: AuditEvent) {
+        let action = event.action.clone();
         if let Err(e) = self.db.audit().append(event).await {
             tracing::error!(error = %e, action, "cannot write audit event");
         }

@@ -312,7 +312,7 @@ impl PanelState {
         result: AuditResult,
         detail: serde_json::Value,
     ) {
-        let event = crate::model::AuditEvent {
+        self.record(crate::model::AuditEvent {
             id: crate::ids::AuditEventId::new_random(),
             at: self.now(),
             actor_id: user,
@@ -322,10 +322,8 @@ impl PanelState {
             ip: ip.into(),
             result,
             detail,
-        };
-        if let Err(e) = self.db.audit().append(event).await {
-            tracing::error!(error = %e, "cannot write audit event");
-        }
+        })
+        .await;
     }
 }
 

@@ -8,7 +8,7 @@ use crate::panel::PanelState;
 use crate::panel::agents::{AgentCommand, PowerAction};
 use crate::panel::error::ApiResult;
 use crate::panel::extract::{Actor, ApiJson, ApiPath, ApiQuery, PageBody, PageQuery, parse_id};
-use crate::permission::{Permission, PermissionSet, Scope, effective, is_allowed};
+use crate::permission::{Permission, PermissionSet, Scope, ServerRelation, Subject, effective, is_allowed};
 use crate::state::ServerState;
 use crate::time::Timestamp;
 use crate::{Error, Result};
@@ -572,14 +572,7 @@ fn check_power_state(state: ServerState, action: PowerAction) -> Result<()> {
         PowerAction::Kill => matches!(state, Starting | Running | Stopping),
         PowerAction::Restart => matches!(state, Offline | Crashed | Starting | Running),
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::conflict(format!(
-            "cannot {} a server that is {state}",
-            serde_json::to_value(action).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-        )))
-    }
+    if ok { Ok(()) } else { Err(Error::conflict(format!("cannot {} a server that is {state}", action.as_str()))) }
 }
 
 /// Checks and queues one power action.
@@ -694,7 +687,7 @@ async fn list_subusers(
 }
 
 /// A grant is only what the granter holds on this server, and only server-scoped permissions.
-fn check_grant(subject: &crate::permission::Subject, id: ServerId, wanted: PermissionSet) -> Result<()> {
+fn check_grant(subject: &Subject, id: ServerId, wanted: PermissionSet) -> Result<()> {
     let not_scoped: Vec<_> = wanted.iter().filter(|p| !p.is_server_scoped()).map(Permission::name).collect();
     if !not_scoped.is_empty() {
         return Err(Error::invalid("permissions", format!("not grantable on a server: {}", not_scoped.join(", "))));
@@ -707,18 +700,26 @@ fn check_grant(subject: &crate::permission::Subject, id: ServerId, wanted: Permi
     Ok(())
 }
 
+/// The permissions `user` holds as a subuser of the server, if they are one.
+async fn current_grant(s: &PanelState, id: ServerId, user: UserId) -> Result<Option<PermissionSet>> {
+    Ok(match s.db.servers().relation(id, user).await? {
+        ServerRelation::Subuser(granted) => Some(granted),
+        _ => None,
+    })
+}
+
+/// Creates or replaces a grant; `subject` is the granter on this server.
 async fn grant(
     s: &PanelState,
-    actor: &Actor,
+    subject: &Subject,
     id: ServerId,
     user: UserId,
     permissions: PermissionSet,
 ) -> Result<Subuser> {
-    let subject = s.server_subject(actor, id).await?;
-    check_grant(&subject, id, permissions)?;
-    if let Some(existing) = s.db.servers().list_subusers(id).await?.into_iter().find(|su| su.user_id == user) {
+    check_grant(subject, id, permissions)?;
+    if let Some(existing) = current_grant(s, id, user).await? {
         // Taking away what you do not hold is not yours to do either.
-        check_grant(&subject, id, existing.permissions)?;
+        check_grant(subject, id, existing)?;
     }
     s.db.servers().set_subuser(id, user, permissions, s.now()).await
 }
@@ -730,7 +731,7 @@ async fn add_subuser(
     ApiJson(b): ApiJson<AddSubuserBody>,
 ) -> ApiResult<Json<SubuserView>> {
     let id: ServerId = parse_id(&id, "server")?;
-    s.server_access(&actor, id, Permission::USER_PERMISSIONS, "subuser.create").await?;
+    let (_, subject) = s.server_access(&actor, id, Permission::USER_PERMISSIONS, "subuser.create").await?;
     let outcome = async {
         let email = crate::validate::email("email", &b.email)?;
         let user =
@@ -738,7 +739,7 @@ async fn add_subuser(
                 .find_by_email(&email)
                 .await?
                 .ok_or_else(|| Error::invalid("email", "no user has this email"))?;
-        grant(&s, &actor, id, user.id, b.permissions).await
+        grant(&s, &subject, id, user.id, b.permissions).await
     }
     .await;
     let su = s.audited(&actor, "subuser.create", |_| server_target(id), server_target(id), outcome).await?;
@@ -753,12 +754,12 @@ async fn set_subuser(
 ) -> ApiResult<Json<SubuserView>> {
     let id: ServerId = parse_id(&id, "server")?;
     let user: UserId = parse_id(&user, "subuser")?;
-    s.server_access(&actor, id, Permission::USER_PERMISSIONS, "subuser.update").await?;
+    let (_, subject) = s.server_access(&actor, id, Permission::USER_PERMISSIONS, "subuser.update").await?;
     let outcome = async {
-        if !s.db.servers().list_subusers(id).await?.iter().any(|su| su.user_id == user) {
+        if current_grant(&s, id, user).await?.is_none() {
             return Err(Error::not_found("subuser"));
         }
-        grant(&s, &actor, id, user, b.permissions).await
+        grant(&s, &subject, id, user, b.permissions).await
     }
     .await;
     let su = s.audited(&actor, "subuser.update", |_| server_target(id), server_target(id), outcome).await?;
@@ -772,17 +773,10 @@ async fn remove_subuser(
 ) -> ApiResult<StatusCode> {
     let id: ServerId = parse_id(&id, "server")?;
     let user: UserId = parse_id(&user, "subuser")?;
-    s.server_access(&actor, id, Permission::USER_PERMISSIONS, "subuser.delete").await?;
+    let (_, subject) = s.server_access(&actor, id, Permission::USER_PERMISSIONS, "subuser.delete").await?;
     let outcome = async {
-        let subject = s.server_subject(&actor, id).await?;
-        let existing =
-            s.db.servers()
-                .list_subusers(id)
-                .await?
-                .into_iter()
-                .find(|su| su.user_id == user)
-                .ok_or_else(|| Error::not_found("subuser"))?;
-        check_grant(&subject, id, existing.permissions)?;
+        let existing = current_grant(&s, id, user).await?.ok_or_else(|| Error::not_found("subuser"))?;
+        check_grant(&subject, id, existing)?;
         s.db.servers().remove_subuser(id, user).await
     }
     .await;

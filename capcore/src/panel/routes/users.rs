@@ -301,10 +301,8 @@ async fn set_roles(
         if !current_perms.is_subset_of(held) {
             return Err(Error::forbidden("the user holds permissions you do not"));
         }
-        if id == actor.principal.user_id
-            && !wanted.iter().any(|w| current.iter().any(|c| c.id == *w && c.name == "admin"))
-            && current.iter().any(|c| c.name == "admin")
-        {
+        let own_admin = current.iter().find(|c| c.name == "admin").map(|c| c.id);
+        if id == actor.principal.user_id && own_admin.is_some_and(|admin| !wanted.contains(&admin)) {
             return Err(Error::conflict("you cannot remove your own admin role"));
         }
         for r in &current {
