@@ -1,8 +1,16 @@
 //! Ctrl-Alt-Play agent library: runtimes that run game servers and stream their consoles.
 //!
 //! [`ProcessRuntime`] runs each server as a host process in its own directory and process
-//! group, with only the environment it was given; its console goes into a bounded, throttled
-//! [`Console`] that new subscribers replay.
+//! group, with only the environment it was given and within its resource limits (a cgroup per
+//! server where the agent may create them, else rlimits: see
+//! [`ProcessRuntime::enforced_limits`]). Its console goes into a bounded, throttled [`Console`]
+//! that new subscribers replay.
+//!
+//! Games outlive the agent: their output goes to files and their input comes from a FIFO in
+//! `<state_dir>/<id>/` (the layout is documented in `runtime/process/state.rs`), so dropping a
+//! runtime, or the agent dying, never stops a game. The next runtime calls
+//! [`ProcessRuntime::adopt`] and carries on without losing or repeating a console line.
+//! [`ProcessRuntime::install`] runs a template's install script the same way.
 //!
 //! # Example
 //!
@@ -14,7 +22,11 @@
 //! use capcore::template::{ReadyPattern, StopAction, StopSignal};
 //!
 //! let dir = std::env::temp_dir().join(format!("capagent-doc-{}", std::process::id()));
-//! let runtime = ProcessRuntime::new(ProcessRuntimeConfig::new(&dir));
+//! // State in `<dir>/.cap-run`, cgroups (where allowed) under `/cap-agent` in each hierarchy.
+//! let config = ProcessRuntimeConfig::new(dir.join("servers"));
+//! let runtime = ProcessRuntime::new(config.clone());
+//! // Reported at agent registration, e.g. "memory:cgroup-v1" or "memory:rlimit".
+//! assert!(runtime.enforced_limits().iter().any(|l| l.starts_with("memory:")));
 //! let id = ServerId("a7d1b5f4-0c1e-4f3a-9b2d-6e5f4a3b2c1d".parse().unwrap());
 //! let spec = RuntimeSpec {
 //!     server_id: id,
@@ -25,18 +37,27 @@
 //!     ready_patterns: vec![ReadyPattern::Contains("ready".into())],
 //!     image: None,
 //! };
-//! runtime.create(spec).await.unwrap();
+//! runtime.create(spec.clone()).await.unwrap();
 //! runtime.start(id).await.unwrap();
 //! runtime.wait_ready(id).await.unwrap();
+//!
+//! // The agent restarts: the game keeps running and the new runtime adopts it.
+//! drop(runtime);
+//! let runtime = ProcessRuntime::new(config);
+//! assert!(matches!(runtime.adopt(spec).await.unwrap(), RuntimeStatus::Running { .. }));
 //! runtime.send_command(id, "hello").await.unwrap();
-//! assert_eq!(runtime.wait_exit(id).await.unwrap(), RuntimeStatus::Exited { code: Some(0), signal: None });
+//! // Not the adopting runtime's child: how it ended is not known.
+//! assert_eq!(runtime.wait_exit(id).await.unwrap(), RuntimeStatus::Exited { code: None, signal: None });
 //! assert!(runtime.subscribe(id).unwrap().replay.contains(&"got hello".to_string()));
 //! runtime.remove(id).await.unwrap();
 //! # });
 //! ```
 
+pub mod agent;
 pub mod console;
 pub mod runtime;
 
+pub use agent::{Agent, AgentConfig};
+
 pub use console::{Console, ConsoleConfig, Subscription};
-pub use runtime::process::{ProcessRuntime, ProcessRuntimeConfig, RunAs};
+pub use runtime::process::{LimitMode, ProcessRuntime, ProcessRuntimeConfig, RunAs};

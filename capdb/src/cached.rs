@@ -375,6 +375,18 @@ impl ServerRepo for CachedServers {
     async fn mark_node_unknown(&self, node: NodeId, now: Timestamp) -> Result<u64> {
         self.0.after_write(self.0.db.servers().mark_node_unknown(node, now).await).await
     }
+    async fn apply_reported_state(
+        &self,
+        id: ServerId,
+        state: ServerState,
+        seq: u64,
+        now: Timestamp,
+    ) -> Result<Option<Server>> {
+        self.0.after_write(self.0.db.servers().apply_reported_state(id, state, seq, now).await).await
+    }
+    async fn reported_seqs(&self, node: NodeId) -> Result<Vec<(ServerId, u64)>> {
+        self.0.db.servers().reported_seqs(node).await
+    }
     async fn delete(&self, id: ServerId) -> Result<()> {
         self.0.after_write(self.0.db.servers().delete(id).await).await
     }

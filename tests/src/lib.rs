@@ -11,6 +11,8 @@
 //! # });
 //! ```
 
+pub mod e2e;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -18,7 +20,8 @@ use capauth::{AuthConfig, CapAuthenticator, MemoryCache, PasswordConfig};
 use capcore::backend::{Authenticator, Cache, Credential, Database};
 use capcore::ids::{NodeId, ServerId};
 use capcore::model::PageRequest;
-use capcore::panel::{AgentCommand, Clock, FirstAdmin, ManualClock, Panel, PanelConfig};
+use capcore::panel::{AgentCall, AgentStatus, Clock, FirstAdmin, ManualClock, Panel, PanelConfig};
+use capcore::protocol::v1::{Command, NodeFacts, Outcome};
 use capcore::state::ServerState;
 use capcore::time::Timestamp;
 use http_body_util::BodyExt;
@@ -45,6 +48,53 @@ pub struct TestPanel {
     /// The admin session the setup helpers share, so setup does not eat into the login rate
     /// limits that tests check.
     admin_token: Mutex<Option<String>>,
+}
+
+/// An agent attached in memory that answers every command `ok` and records it.
+#[derive(Debug)]
+pub struct FakeAgent {
+    seen: mpsc::UnboundedReceiver<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeAgent {
+    /// The next command received, skipping the spec pushes (`create`) that precede starts and
+    /// installs; `None` when nothing (else) arrived.
+    pub fn try_recv(&mut self) -> Option<Command> {
+        loop {
+            match self.seen.try_recv().ok()? {
+                Command::Create { .. } => continue,
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// Waits for the next command (skipping spec pushes) sent by a background task; the
+    /// deadline only guards against a hang.
+    pub async fn recv(&mut self) -> Command {
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match self.seen.recv().await.expect("fake agent channel open") {
+                    Command::Create { .. } => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("a command reached the agent")
+    }
+
+    /// Every command received so far, spec pushes included.
+    pub fn drain(&mut self) -> Vec<Command> {
+        std::iter::from_fn(|| self.seen.try_recv().ok()).collect()
+    }
+}
+
+impl Drop for FakeAgent {
+    /// The agent goes away: its node is offline from now on.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A way to authenticate requests.
@@ -365,10 +415,35 @@ impl TestPanel {
 
     /// Connects a stand-in agent for `node`: a real channel in the panel's real registry.
     /// Keep the receiver: dropping it disconnects the node.
-    pub fn attach_agent(&self, node: &str) -> mpsc::Receiver<AgentCommand> {
-        let (tx, rx) = mpsc::channel(8);
-        self.panel.state().agents.attach(node.parse::<NodeId>().expect("node id"), tx);
-        rx
+    pub fn attach_agent(&self, node: &str) -> FakeAgent {
+        let (tx, mut calls) = mpsc::channel::<AgentCall>(8);
+        let status = AgentStatus {
+            agent_version: "fake".into(),
+            protocol: capcore::protocol::v1::PROTOCOL_VERSION,
+            facts: NodeFacts {
+                hostname: "fake".into(),
+                os: "test".into(),
+                kernel: "test".into(),
+                arch: "test".into(),
+                cpus: 1,
+                memory_bytes: 1 << 30,
+                disk_bytes: 1 << 30,
+                runtimes: vec!["process".into()],
+                enforced_limits: vec![],
+            },
+            connected_at: self.clock.now(),
+            heartbeat: None,
+        };
+        self.panel.state().agents.attach(node.parse::<NodeId>().expect("node id"), tx, status);
+        let (seen_tx, seen) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(call) = calls.recv().await {
+                // Recorded before the answer, so a test sees it once its request has returned.
+                let _ = seen_tx.send(call.command);
+                let _ = call.reply.send(Outcome::Ok);
+            }
+        });
+        FakeAgent { seen, task }
     }
 
     /// Moves the server through `path`, one legal transition at a time (a new server is

@@ -2,9 +2,9 @@
 //! way up through roles, grants or changes to mightier users.
 
 use axum::http::{Method, StatusCode};
-use cap_tests::{Cred, PASSWORD, TestPanel, assert_error};
+use cap_tests::{Cred, FakeAgent, PASSWORD, TestPanel, assert_error};
 use capcore::ids::ServerId;
-use capcore::panel::{AgentCommand, PowerAction};
+use capcore::protocol::v1::Command;
 use capcore::state::ServerState::{Offline, Running, Starting};
 use serde_json::{Value, json};
 
@@ -250,9 +250,9 @@ async fn server_delete_guards_deleting_servers() {
     assert_error(&panel.delete(&format!("/api/servers/{kept}"), &owner).await, 403, "forbidden");
     // And SERVER_DELETE alone does not reveal servers one cannot see.
     assert_error(&panel.delete(&format!("/api/servers/{kept}"), &deleter).await, 404, "not_found");
-    assert!(agent.try_recv().is_err());
+    assert!(agent.try_recv().is_none());
     assert_eq!(panel.delete(&format!("/api/servers/{doomed}"), &deleter).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(agent.try_recv().unwrap(), AgentCommand::Delete { server: sid(&doomed) });
+    assert_eq!(agent.recv().await, Command::Delete { server_id: sid(&doomed) });
     assert_eq!(panel.counts().await.servers, 1);
 }
 
@@ -262,7 +262,7 @@ async fn power_setup(
     panel: &TestPanel,
     permission: &str,
     state_path: &[capcore::state::ServerState],
-) -> (String, tokio::sync::mpsc::Receiver<AgentCommand>, Cred, Cred) {
+) -> (String, FakeAgent, Cred, Cred) {
     let (owner, _) = panel.user("owner", &[]).await;
     let (node, _, server) = panel.server_setup(&owner).await;
     panel.set_state(&server, state_path).await;
@@ -280,10 +280,10 @@ async fn server_start_guards_starting() {
     let panel = TestPanel::start().await;
     let (server, mut agent, allowed, denied) = power_setup(&panel, "SERVER_START", &[Offline]).await;
     assert_error(&power(&panel, &server, &denied, "start").await, 403, "forbidden");
-    assert!(agent.try_recv().is_err(), "nothing reaches the agent");
+    assert!(agent.try_recv().is_none(), "nothing reaches the agent");
     assert_error(&power(&panel, &server, &allowed, "stop").await, 403, "forbidden");
     assert_eq!(power(&panel, &server, &allowed, "start").await.0, StatusCode::ACCEPTED);
-    assert_eq!(agent.try_recv().unwrap(), AgentCommand::Power { server: sid(&server), action: PowerAction::Start });
+    assert_eq!(agent.try_recv().unwrap(), Command::Start { server_id: sid(&server) });
     // No agent: the permission passed, the node cannot be reached.
     drop(agent);
     assert_error(&power(&panel, &server, &allowed, "start").await, 503, "unavailable");
@@ -296,7 +296,7 @@ async fn starting_needs_an_installed_server() {
     let (server, mut agent, allowed, _) = power_setup(&panel, "SERVER_START", &[]).await;
     let conflict = assert_error(&power(&panel, &server, &allowed, "start").await, 409, "conflict");
     assert!(conflict.contains("installing"), "{conflict}");
-    assert!(agent.try_recv().is_err());
+    assert!(agent.try_recv().is_none());
     assert_eq!(panel.last_audit("server.power").await["result"], "failed");
 }
 
@@ -307,11 +307,11 @@ async fn server_stop_guards_stop_and_kill() {
     assert_error(&power(&panel, &server, &denied, "stop").await, 403, "forbidden");
     assert_error(&power(&panel, &server, &denied, "kill").await, 403, "forbidden");
     assert_error(&power(&panel, &server, &allowed, "restart").await, 403, "forbidden");
-    assert!(agent.try_recv().is_err());
+    assert!(agent.try_recv().is_none());
     assert_eq!(power(&panel, &server, &allowed, "stop").await.0, StatusCode::ACCEPTED);
     assert_eq!(power(&panel, &server, &allowed, "kill").await.0, StatusCode::ACCEPTED);
-    assert_eq!(agent.try_recv().unwrap(), AgentCommand::Power { server: sid(&server), action: PowerAction::Stop });
-    assert_eq!(agent.try_recv().unwrap(), AgentCommand::Power { server: sid(&server), action: PowerAction::Kill });
+    assert_eq!(agent.try_recv().unwrap(), Command::Stop { server_id: sid(&server), grace_ms: 30_000 });
+    assert_eq!(agent.try_recv().unwrap(), Command::Kill { server_id: sid(&server) });
 }
 
 #[tokio::test]
@@ -320,9 +320,9 @@ async fn server_restart_guards_restarting() {
     let (server, mut agent, allowed, denied) =
         power_setup(&panel, "SERVER_RESTART", &[Offline, Starting, Running]).await;
     assert_error(&power(&panel, &server, &denied, "restart").await, 403, "forbidden");
-    assert!(agent.try_recv().is_err());
+    assert!(agent.try_recv().is_none());
     assert_eq!(power(&panel, &server, &allowed, "restart").await.0, StatusCode::ACCEPTED);
-    assert_eq!(agent.try_recv().unwrap(), AgentCommand::Power { server: sid(&server), action: PowerAction::Restart });
+    assert_eq!(agent.try_recv().unwrap(), Command::Restart { server_id: sid(&server), grace_ms: 30_000 });
 }
 
 #[tokio::test]
@@ -335,10 +335,10 @@ async fn server_console_guards_commands() {
     assert_error(&panel.post(&path, &allowed, json!({"command": "say hi"})).await, 409, "conflict");
     panel.set_state(&server, &[Starting, Running]).await;
     assert_eq!(panel.post(&path, &allowed, json!({"command": "say hi"})).await.0, StatusCode::ACCEPTED);
-    assert_eq!(agent.try_recv().unwrap(), AgentCommand::Command { server: sid(&server), line: "say hi".into() });
+    assert_eq!(agent.try_recv().unwrap(), Command::SendCommand { server_id: sid(&server), line: "say hi".into() });
     let two_lines = panel.post(&path, &allowed, json!({"command": "say hi\nop eve"})).await;
     assert!(assert_error(&two_lines, 422, "invalid").contains("command"));
-    assert!(agent.try_recv().is_err(), "nothing else was sent");
+    assert!(agent.try_recv().is_none(), "nothing else was sent");
     drop(agent);
     assert_error(&panel.post(&path, &allowed, json!({"command": "say hi"})).await, 503, "unavailable");
 }

@@ -21,11 +21,52 @@ pub struct Config {
     pub cache_url: String,
     /// Run the embedded local agent (`CAP_LOCAL_AGENT`).
     pub local_agent: bool,
+    /// The user the local agent runs games as (`CAP_RUN_AS`, a name or `uid:gid`); when the
+    /// panel runs as root the default is `nobody`.
+    pub run_as: Option<String>,
     /// The first admin, used only when no user exists (`CAP_ADMIN_EMAIL`, `CAP_ADMIN_PASSWORD`).
     pub admin_email: String,
     pub admin_password: Option<String>,
     pub auth: AuthSection,
     pub http: HttpSection,
+    pub agents: AgentsSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsSection {
+    /// How often agents send heartbeats, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Heartbeats a node may miss before it is offline.
+    pub heartbeat_misses: u32,
+    /// How long an API request waits for an agent's answer, in milliseconds.
+    pub timeout_ms: u64,
+    /// How long a stop waits before the game is killed, in seconds.
+    pub stop_grace_secs: u64,
+    /// Console lines kept per server for browsers that connect later.
+    pub console_replay_lines: usize,
+    /// Messages a browser WebSocket may fall behind before it is disconnected.
+    pub ws_send_queue: usize,
+    /// Messages a browser may send per second on one WebSocket.
+    pub ws_messages_per_second: u32,
+    /// How long one message to a browser may take before the browser is dropped, in ms.
+    pub ws_send_timeout_ms: u64,
+}
+
+impl Default for AgentsSection {
+    fn default() -> Self {
+        let p = capcore::panel::PanelConfig::default();
+        Self {
+            heartbeat_interval_ms: p.agent_heartbeat_interval.as_millis() as u64,
+            heartbeat_misses: p.agent_heartbeat_misses,
+            timeout_ms: p.agent_timeout.as_millis() as u64,
+            stop_grace_secs: p.stop_grace.as_secs(),
+            console_replay_lines: p.console_replay_lines,
+            ws_send_queue: p.ws_send_queue,
+            ws_messages_per_second: p.ws_messages_per_second,
+            ws_send_timeout_ms: p.ws_send_timeout.as_millis() as u64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -59,10 +100,12 @@ impl Default for Config {
             database_url: None,
             cache_url: "memory".into(),
             local_agent: true,
+            run_as: None,
             admin_email: "admin@localhost.localdomain".into(),
             admin_password: None,
             auth: AuthSection::default(),
             http: HttpSection::default(),
+            agents: AgentsSection::default(),
         }
     }
 }
@@ -95,6 +138,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("CAP_DATABASE_URL", "database_url"),
     ("CAP_CACHE_URL", "cache_url"),
     ("CAP_LOCAL_AGENT", "local_agent"),
+    ("CAP_RUN_AS", "run_as"),
     ("CAP_ADMIN_EMAIL", "admin_email"),
     ("CAP_ADMIN_PASSWORD", "admin_password"),
 ];
@@ -137,6 +181,7 @@ impl Config {
                         _ => return Err(bad("must be true or false")),
                     }
                 }
+                "run_as" => self.run_as = Some(value.clone()),
                 "admin_email" => self.admin_email = value.clone(),
                 "admin_password" => self.admin_password = Some(value.clone()),
                 _ => unreachable!("every key in ENV_KEYS is handled"),
@@ -192,6 +237,31 @@ impl Config {
         }
         if !(1024..=1024 * 1024 * 1024).contains(&self.http.max_body_bytes) {
             bail!("config key `http.max_body_bytes`: must be between 1024 and 1073741824");
+        }
+        let g = &self.agents;
+        if !(100..=600_000).contains(&g.heartbeat_interval_ms) {
+            bail!("config key `agents.heartbeat_interval_ms`: must be between 100 and 600000");
+        }
+        if !(1..=100).contains(&g.heartbeat_misses) {
+            bail!("config key `agents.heartbeat_misses`: must be between 1 and 100");
+        }
+        if !(100..=600_000).contains(&g.timeout_ms) {
+            bail!("config key `agents.timeout_ms`: must be between 100 and 600000");
+        }
+        if g.stop_grace_secs > 3600 {
+            bail!("config key `agents.stop_grace_secs`: must be at most 3600");
+        }
+        if g.console_replay_lines > 100_000 {
+            bail!("config key `agents.console_replay_lines`: must be at most 100000");
+        }
+        if !(1..=1_000_000).contains(&g.ws_send_queue) {
+            bail!("config key `agents.ws_send_queue`: must be between 1 and 1000000");
+        }
+        if !(1..=10_000).contains(&g.ws_messages_per_second) {
+            bail!("config key `agents.ws_messages_per_second`: must be between 1 and 10000");
+        }
+        if !(100..=600_000).contains(&g.ws_send_timeout_ms) {
+            bail!("config key `agents.ws_send_timeout_ms`: must be between 100 and 600000");
         }
         Ok(())
     }

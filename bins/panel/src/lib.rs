@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use capauth::{AuthConfig, CapAuthenticator, MemoryCache, PasswordConfig};
 use capcore::backend::{Authenticator, Cache, Database};
 use capcore::model::{AuditResult, NewUser, PageRequest, UserPatch};
-use capcore::panel::{FirstAdmin, Panel, PanelConfig};
+use capcore::panel::{FirstAdmin, LocalNode, Panel, PanelConfig};
 use clap::{Parser, Subcommand};
 use config::Config;
 use std::collections::HashMap;
@@ -138,10 +138,19 @@ pub async fn wire(config: &Config) -> Result<Wired> {
         totp_issuer: "Ctrl-Alt-Play".into(),
     };
     let auth: Arc<dyn Authenticator> = Arc::new(CapAuthenticator::new(db.clone(), cache.clone(), auth_config)?);
+    let g = &config.agents;
     let panel_config = PanelConfig {
         max_body_bytes: config.http.max_body_bytes,
         cookie_secure: config.http.cookie_secure,
         trust_proxy: config.http.trust_proxy,
+        agent_heartbeat_interval: Duration::from_millis(g.heartbeat_interval_ms),
+        agent_heartbeat_misses: g.heartbeat_misses,
+        agent_timeout: Duration::from_millis(g.timeout_ms),
+        stop_grace: Duration::from_secs(g.stop_grace_secs),
+        console_replay_lines: g.console_replay_lines,
+        ws_send_queue: g.ws_send_queue,
+        ws_messages_per_second: g.ws_messages_per_second,
+        ws_send_timeout: Duration::from_millis(g.ws_send_timeout_ms),
         ..PanelConfig::default()
     };
     let panel = Panel::new(db.clone(), cache, auth.clone(), panel_config);
@@ -198,19 +207,68 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
             None => println!("created the first admin: {email} with the configured password"),
         }
     }
-    if config.local_agent {
-        tracing::info!("local agent requested; this build has no embedded agent yet, so no `local` node is started");
-    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("config key `listen`: cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "cap-panel listening");
     println!("listening on http://{address}");
-    axum::serve(listener, wired.panel.router().into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let local = if config.local_agent { Some(local_agent(&config, &wired.panel, address).await?) } else { None };
+    let agent_task = local.map(|agent| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(
+            async move { agent.run(async move { while stop.changed().await.is_ok() && !*stop.borrow() {} }).await },
+        )
+    });
+    let served = axum::serve(listener, wired.panel.router().into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    if let Some(task) = agent_task {
+        let _ = task.await;
+    }
+    served?;
     Ok(())
+}
+
+/// Starts the embedded agent as node `local`: the node is created on first start (with this
+/// machine's memory and disk and ports 25565-25574 on 127.0.0.1) and gets a fresh token at
+/// every start; the agent dials this panel over loopback like any other agent.
+async fn local_agent(config: &Config, panel: &Panel, address: SocketAddr) -> Result<capagent::Agent> {
+    let agent_dir = absolute(&config.data_dir)?.join("local-agent");
+    std::fs::create_dir_all(&agent_dir).with_context(|| format!("cannot create {}", agent_dir.display()))?;
+    let facts = capagent::agent::facts::node_facts(&agent_dir, vec!["process".into()], Vec::new());
+    let (node, token) = panel
+        .ensure_local_node(LocalNode {
+            name: "local".into(),
+            memory_mb: (facts.memory_bytes / (1024 * 1024)) as i64,
+            disk_mb: (facts.disk_bytes / (1024 * 1024)) as i64,
+            ports: (25565..25575).collect(),
+        })
+        .await
+        .context("creating the local node")?;
+    let host = if address.ip().is_unspecified() { "127.0.0.1".to_string() } else { address.ip().to_string() };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let mut agent_config = capagent::AgentConfig::new(format!("http://{host}:{}", address.port()), token, agent_dir);
+    agent_config.runtime.run_as = cap_agent_run_as(config.run_as.as_deref())?;
+    let agent = capagent::Agent::start(agent_config).await.context("starting the local agent")?;
+    tracing::info!(%node, "local agent started");
+    Ok(agent)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    Ok(std::env::current_dir().context("cannot read the current directory")?.join(path))
+}
+
+/// The user games run as: the configured one, or `nobody` when the panel is root.
+fn cap_agent_run_as(configured: Option<&str>) -> Result<Option<capagent::RunAs>> {
+    capagent::RunAs::resolve(configured).map_err(|e| anyhow::anyhow!("config key `run_as`: {e}"))
 }
 
 async fn shutdown_signal() {

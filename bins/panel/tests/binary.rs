@@ -136,7 +136,7 @@ fn the_user_commands_create_list_and_reset() {
     let dir = scratch("users");
     let out = cli(&dir, &["migrate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "applied 1 migration(s)");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "applied 2 migration(s)");
     assert_eq!(String::from_utf8_lossy(&cli(&dir, &["migrate"]).stdout).trim(), "applied 0 migration(s)");
 
     let out = cli(&dir, &["user", "create", "--username", "ada", "--email", "Ada@Example.org", "--role", "moderator"]);
@@ -164,5 +164,70 @@ fn the_user_commands_create_list_and_reset() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("password of ada@example.org reset"));
     assert_eq!(login(&r.addr, "ada@example.org", &password).0, 401, "the old password no longer works");
     assert_eq!(login(&r.addr, "ada@example.org", "a brand new one").0, 200);
+    stop(r);
+}
+
+/// Polls `check` every 20 ms until it gives `Some`; the deadline only guards against a hang.
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "timed out waiting until {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn json_of(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn with_no_setup_the_local_node_runs_a_game_server() {
+    let game = Path::new(BIN).with_file_name("cap-test-game-server");
+    assert!(game.exists(), "{} is built by `cargo test --workspace`", game.display());
+    let dir = scratch("local");
+    let r = start(&dir, &[("CAP_LOCAL_AGENT", "true"), ("CAP_ADMIN_PASSWORD", "local admin password")]);
+    let admin = token(&login(&r.addr, "admin@localhost.localdomain", "local admin password").1);
+    let node = eventually("the local node is connected", || {
+        let nodes = json_of(&http(&r.addr, "GET", "/api/nodes", Some(&admin), None).1);
+        let local = nodes["data"].as_array()?.iter().find(|n| n["name"] == "local")?.clone();
+        (local["connected"] == true).then_some(local)
+    });
+    assert_eq!(node["agent"]["runtimes"], serde_json::json!(["process"]), "{node}");
+    let node_id = node["id"].as_str().unwrap();
+
+    let template = serde_json::json!({
+        "name": "test game",
+        "startup": format!("{} --port {{{{SERVER_PORT}}}}", game.display()),
+        "stop": {"type": "command", "value": "stop"},
+        "ready_patterns": [{"type": "contains", "value": "Done ("}]
+    });
+    let (status, body) = http(&r.addr, "POST", "/api/templates", Some(&admin), Some(&template.to_string()));
+    assert_eq!(status, 200, "{body}");
+    let template_id = json_of(&body)["id"].as_str().unwrap().to_string();
+    let server = serde_json::json!({"name": "first", "node_id": node_id, "template_id": template_id});
+    let (status, body) = http(&r.addr, "POST", "/api/servers", Some(&admin), Some(&server.to_string()));
+    assert_eq!(status, 200, "{body}");
+    let id = json_of(&body)["id"].as_str().unwrap().to_string();
+    let state = |want: &str| {
+        eventually(&format!("the server is {want}"), || {
+            let s = json_of(&http(&r.addr, "GET", &format!("/api/servers/{id}"), Some(&admin), None).1);
+            (s["state"] == want).then_some(())
+        })
+    };
+    state("offline");
+    let power = |action: &str| {
+        let body = format!(r#"{{"action":"{action}"}}"#);
+        http(&r.addr, "POST", &format!("/api/servers/{id}/power"), Some(&admin), Some(&body)).0
+    };
+    assert_eq!(power("start"), 202);
+    state("running");
+    let (status, body) =
+        http(&r.addr, "POST", &format!("/api/servers/{id}/command"), Some(&admin), Some(r#"{"command":"list"}"#));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(power("stop"), 202);
+    state("offline");
     stop(r);
 }

@@ -157,6 +157,19 @@ pub trait ServerRepo: Send + Sync {
     async fn set_state(&self, id: ServerId, next: ServerState, now: Timestamp) -> Result<Server>;
     /// Sets every server on the node to `unknown` (node lost); returns how many changed.
     async fn mark_node_unknown(&self, node: NodeId, now: Timestamp) -> Result<u64>;
+    /// Applies a state the node's agent reported as its event number `seq`, atomically and only
+    /// if `seq` is greater than the last one applied for the server: the agent is the truth
+    /// about its processes, so no transition check. Returns the server when applied, `None`
+    /// when `seq` was already applied (a resent event); `NotFound` for an unknown server.
+    async fn apply_reported_state(
+        &self,
+        id: ServerId,
+        state: ServerState,
+        seq: u64,
+        now: Timestamp,
+    ) -> Result<Option<Server>>;
+    /// The last applied agent event number of every server on the node (0: none yet).
+    async fn reported_seqs(&self, node: NodeId) -> Result<Vec<(ServerId, u64)>>;
     /// Deletes the server, its subusers, and frees its allocations, atomically.
     async fn delete(&self, id: ServerId) -> Result<()>;
     /// Creates or replaces a subuser grant (the owner cannot be a subuser: `Conflict`).

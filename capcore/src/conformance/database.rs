@@ -96,6 +96,8 @@ macro_rules! database_conformance_tests {
                 servers_update_changes_only_patched_fields,
                 servers_set_state_applies_legal_moves_and_refuses_illegal_ones,
                 servers_mark_node_unknown_counts_changed_servers_of_that_node_only,
+                servers_apply_reported_state_applies_each_event_once_and_in_order,
+                servers_concurrent_apply_reported_state_applies_a_resent_event_once,
                 servers_delete_frees_allocations_and_removes_subusers,
                 servers_set_subuser_creates_then_replaces,
                 servers_owner_cannot_be_a_subuser,
@@ -1587,6 +1589,60 @@ pub async fn servers_mark_node_unknown_counts_changed_servers_of_that_node_only(
     assert_eq!(db.servers().get(running.id).await.unwrap().updated_at, lost_at);
     assert_eq!(db.servers().get(elsewhere.id).await.unwrap(), elsewhere, "another node's server is untouched");
     assert_eq!(db.servers().mark_node_unknown(world.node.id, clock()).await.unwrap(), 0, "nothing left to change");
+}
+
+pub async fn servers_apply_reported_state_applies_each_event_once_and_in_order(db: Arc<dyn Database>) {
+    let world = make_world(&*db, 2).await;
+    let server = make_server(&*db, &world, world.owner.id, "reported").await;
+    let other = make_server(&*db, &world, world.owner.id, "quiet").await;
+    let mut seqs = db.servers().reported_seqs(world.node.id).await.unwrap();
+    seqs.sort();
+    let mut expected = vec![(server.id, 0), (other.id, 0)];
+    expected.sort();
+    assert_eq!(seqs, expected, "no event applied yet");
+
+    let at = clock();
+    // The agent is the truth: installing -> running is not a legal panel move, but it is applied.
+    let applied = db.servers().apply_reported_state(server.id, ServerState::Running, 3, at).await.unwrap();
+    let applied = applied.expect("a new event is applied");
+    assert_eq!((applied.state, applied.updated_at), (ServerState::Running, at));
+    assert!(
+        db.servers().apply_reported_state(server.id, ServerState::Offline, 3, clock()).await.unwrap().is_none(),
+        "the same event again is not applied"
+    );
+    assert!(
+        db.servers().apply_reported_state(server.id, ServerState::Crashed, 2, clock()).await.unwrap().is_none(),
+        "an older event is not applied"
+    );
+    assert_eq!(db.servers().get(server.id).await.unwrap().state, ServerState::Running, "still the newest state");
+    let next = db.servers().apply_reported_state(server.id, ServerState::Stopping, 4, clock()).await.unwrap();
+    assert_eq!(next.map(|s| s.state), Some(ServerState::Stopping));
+    let seqs: BTreeMap<ServerId, u64> = db.servers().reported_seqs(world.node.id).await.unwrap().into_iter().collect();
+    assert_eq!(seqs[&server.id], 4);
+    assert_eq!(seqs[&other.id], 0, "another server's sequence is its own");
+    assert!(db.servers().reported_seqs(make_node(&*db, "empty").await.id).await.unwrap().is_empty());
+    expect_not_found(
+        db.servers().apply_reported_state(ServerId(uuid::Uuid::from_u128(9)), ServerState::Running, 1, clock()).await,
+        "an unknown server",
+    );
+}
+
+pub async fn servers_concurrent_apply_reported_state_applies_a_resent_event_once(db: Arc<dyn Database>) {
+    let world = make_world(&*db, 1).await;
+    let server = make_server(&*db, &world, world.owner.id, "raced").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.servers().apply_reported_state(server.id, ServerState::Offline, 7, clock()).await.unwrap().is_some()
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for t in tasks {
+        applied += usize::from(t.await.unwrap());
+    }
+    assert_eq!(applied, 1, "one of eight deliveries of the same event applies");
 }
 
 pub async fn servers_delete_frees_allocations_and_removes_subusers(db: Arc<dyn Database>) {

@@ -1,14 +1,20 @@
-//! The panel's side of agent connections: which nodes are reachable and how to send them work.
+//! The panel's side of agent connections: which nodes are reachable and how to ask them things.
 //!
-//! A connected agent registers a channel here; the REST handlers send [`AgentCommand`]s through
-//! it. A node without a registered channel answers `Unavailable` at once, so a power request
-//! to a dead node is a fast 503, never a hang.
+//! A connected agent's gateway task registers a channel here; REST handlers and the console
+//! WebSocket [`call`](AgentRegistry::call) a node with a protocol [`Command`] and wait, with a
+//! timeout, for its typed result. A node without a connection answers `Unavailable` at once, so
+//! a power request to a dead node is a fast 503, never a hang; a connection that drops fails
+//! every call waiting on it at once.
 
-use crate::ids::{NodeId, ServerId};
+use crate::ids::NodeId;
+use crate::protocol::v1::{Command, ErrorCode, Heartbeat, NodeFacts, Outcome};
+use crate::time::Timestamp;
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::RwLock;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// Power actions, as the REST API names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -31,49 +37,141 @@ impl PowerAction {
     }
 }
 
-/// Work for an agent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AgentCommand {
-    Install { server: ServerId },
-    Power { server: ServerId, action: PowerAction },
-    Command { server: ServerId, line: String },
-    Delete { server: ServerId },
+/// One command on its way to an agent, and where its outcome goes.
+#[derive(Debug)]
+pub struct AgentCall {
+    pub command: Command,
+    /// The agent is told to give up after this long; the caller stops waiting then too.
+    pub timeout: Duration,
+    pub reply: oneshot::Sender<Outcome>,
+}
+
+/// What the panel knows about a connected agent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentStatus {
+    pub agent_version: String,
+    pub protocol: u32,
+    pub facts: NodeFacts,
+    pub connected_at: Timestamp,
+    /// The latest heartbeat and when it came.
+    pub heartbeat: Option<(Timestamp, Heartbeat)>,
+}
+
+#[derive(Debug)]
+struct Link {
+    connection: u64,
+    calls: mpsc::Sender<AgentCall>,
+    status: AgentStatus,
 }
 
 /// Connected agents by node.
 #[derive(Debug, Default)]
 pub struct AgentRegistry {
-    connected: RwLock<HashMap<NodeId, mpsc::Sender<AgentCommand>>>,
+    links: RwLock<HashMap<NodeId, Link>>,
+    next_connection: AtomicU64,
+}
+
+fn offline() -> Error {
+    Error::Unavailable { message: "the server's node is offline: its agent is not connected".into(), source: None }
 }
 
 impl AgentRegistry {
     pub fn is_connected(&self, node: NodeId) -> bool {
-        self.connected.read().expect("agent registry lock").get(&node).is_some_and(|tx| !tx.is_closed())
+        self.links.read().expect("agent registry lock").get(&node).is_some_and(|l| !l.calls.is_closed())
     }
 
-    /// Registers a connected agent's command channel (replacing an older connection).
-    pub fn attach(&self, node: NodeId, commands: mpsc::Sender<AgentCommand>) {
-        self.connected.write().expect("agent registry lock").insert(node, commands);
+    /// Registers a connected agent's call channel, replacing an older connection of the same
+    /// node; returns this connection's number (for [`detach`](Self::detach)).
+    pub fn attach(&self, node: NodeId, calls: mpsc::Sender<AgentCall>, status: AgentStatus) -> u64 {
+        let connection = self.next_connection.fetch_add(1, Ordering::Relaxed) + 1;
+        self.links.write().expect("agent registry lock").insert(node, Link { connection, calls, status });
+        connection
     }
 
-    pub fn detach(&self, node: NodeId) {
-        self.connected.write().expect("agent registry lock").remove(&node);
+    /// Forgets the connection if it is still the node's current one; returns whether it was
+    /// (a newer connection of the node is left alone).
+    pub fn detach(&self, node: NodeId, connection: u64) -> bool {
+        let mut links = self.links.write().expect("agent registry lock");
+        if links.get(&node).is_some_and(|l| l.connection == connection) {
+            links.remove(&node);
+            true
+        } else {
+            false
+        }
     }
 
-    /// Queues a command for the node's agent; `Unavailable` at once when it is not connected
-    /// or its queue is full.
-    pub fn send(&self, node: NodeId, command: AgentCommand) -> Result<()> {
-        let tx = self.connected.read().expect("agent registry lock").get(&node).cloned();
-        let Some(tx) = tx else {
-            return Err(Error::Unavailable { message: "the node's agent is not connected".into(), source: None });
-        };
-        tx.try_send(command).map_err(|e| match e {
+    /// Whether `connection` is the node's current connection.
+    pub fn is_current(&self, node: NodeId, connection: u64) -> bool {
+        self.links.read().expect("agent registry lock").get(&node).is_some_and(|l| l.connection == connection)
+    }
+
+    pub fn status(&self, node: NodeId) -> Option<AgentStatus> {
+        self.links.read().expect("agent registry lock").get(&node).map(|l| l.status.clone())
+    }
+
+    pub fn record_heartbeat(&self, node: NodeId, connection: u64, at: Timestamp, heartbeat: Heartbeat) {
+        if let Some(link) = self.links.write().expect("agent registry lock").get_mut(&node)
+            && link.connection == connection
+        {
+            link.status.heartbeat = Some((at, heartbeat));
+        }
+    }
+
+    /// How many agents are connected.
+    pub fn connected(&self) -> usize {
+        self.links.read().expect("agent registry lock").len()
+    }
+
+    /// Sends `command` to the node's agent and waits up to `timeout` for its outcome.
+    ///
+    /// `Unavailable` at once when the node is not connected or its queue is full, when the
+    /// connection drops before the answer, or when no answer comes in time; the agent's own
+    /// refusals come back as `Conflict` (wrong state) or `Invalid`, and its failures as
+    /// `Unavailable` carrying its message.
+    pub async fn call(&self, node: NodeId, command: Command, timeout: Duration) -> Result<()> {
+        let calls = self.links.read().expect("agent registry lock").get(&node).map(|l| l.calls.clone());
+        let calls = calls.ok_or_else(offline)?;
+        let (reply, answer) = oneshot::channel();
+        calls.try_send(AgentCall { command, timeout, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 Error::Unavailable { message: "the node's agent is busy; try again".into(), source: None }
             }
-            mpsc::error::TrySendError::Closed(_) => {
-                Error::Unavailable { message: "the node's agent is not connected".into(), source: None }
-            }
-        })
+            mpsc::error::TrySendError::Closed(_) => offline(),
+        })?;
+        match tokio::time::timeout(timeout, answer).await {
+            Err(_) => Err(Error::Unavailable {
+                message: format!("the node's agent did not answer within {} s", timeout.as_secs_f64()),
+                source: None,
+            }),
+            Ok(Err(_)) => Err(Error::Unavailable {
+                message: "the node's agent disconnected before answering".into(),
+                source: None,
+            }),
+            Ok(Ok(outcome)) => outcome_result(outcome),
+        }
+    }
+}
+
+/// An agent's outcome as the panel's error.
+pub fn outcome_result(outcome: Outcome) -> Result<()> {
+    match outcome {
+        Outcome::Ok => Ok(()),
+        Outcome::Error { code: ErrorCode::Conflict, message } => Err(Error::conflict(message)),
+        Outcome::Error { code: ErrorCode::Invalid, message } => Err(Error::invalid("server", message)),
+        Outcome::Error { code, message } => Err(Error::Unavailable {
+            message: format!("the node's agent failed ({}): {message}", code_name(code)),
+            source: None,
+        }),
+    }
+}
+
+fn code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::NotFound => "not_found",
+        ErrorCode::Conflict => "conflict",
+        ErrorCode::Invalid => "invalid",
+        ErrorCode::Forbidden => "forbidden",
+        ErrorCode::Timeout => "timeout",
+        ErrorCode::Internal => "internal",
     }
 }

@@ -9,12 +9,15 @@ pub mod agents;
 mod clock;
 pub mod error;
 pub mod extract;
+pub mod gateway;
+pub mod live;
 pub mod openapi;
 mod routes;
 
-pub use agents::{AgentCommand, AgentRegistry, PowerAction};
+pub use agents::{AgentCall, AgentRegistry, AgentStatus, PowerAction};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use extract::Actor;
+pub use live::LiveHub;
 
 use crate::backend::{Authenticator, Cache, Database};
 use crate::ids::{ServerId, UserId};
@@ -40,6 +43,26 @@ pub struct PanelConfig {
     /// How long a rendered server-list page may be served again while the database's
     /// `read_version` is unchanged (zero: never). Only used with a database that reports one.
     pub list_cache_max_age: std::time::Duration,
+    /// How often agents send heartbeats.
+    pub agent_heartbeat_interval: std::time::Duration,
+    /// Heartbeats a node may miss before it is offline.
+    pub agent_heartbeat_misses: u32,
+    /// How long a request waits for an agent's answer before it fails with 503.
+    pub agent_timeout: std::time::Duration,
+    /// Largest message accepted from an agent, in bytes.
+    pub agent_max_frame_bytes: usize,
+    /// How long a stop waits for the game to exit before it is killed.
+    pub stop_grace: std::time::Duration,
+    /// Console lines kept per server for browsers that connect later.
+    pub console_replay_lines: usize,
+    /// Messages a browser WebSocket may fall behind before it is disconnected as too slow.
+    /// Larger than an agent's console burst (2000 lines per second by default), so a browser
+    /// that keeps up is never dropped by a burst.
+    pub ws_send_queue: usize,
+    /// Messages a browser may send per second on one WebSocket.
+    pub ws_messages_per_second: u32,
+    /// How long one message to a browser may take to send before the browser is dropped.
+    pub ws_send_timeout: std::time::Duration,
 }
 
 impl Default for PanelConfig {
@@ -51,6 +74,15 @@ impl Default for PanelConfig {
             api_key_prefix: "cap_".into(),
             max_ports_per_request: 1000,
             list_cache_max_age: std::time::Duration::from_secs(1),
+            agent_heartbeat_interval: std::time::Duration::from_secs(5),
+            agent_heartbeat_misses: 3,
+            agent_timeout: std::time::Duration::from_secs(15),
+            agent_max_frame_bytes: 4 * 1024 * 1024,
+            stop_grace: std::time::Duration::from_secs(30),
+            console_replay_lines: 500,
+            ws_send_queue: 4096,
+            ws_messages_per_second: 20,
+            ws_send_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -63,6 +95,8 @@ pub struct PanelState {
     pub config: PanelConfig,
     pub clock: Arc<dyn Clock>,
     pub agents: AgentRegistry,
+    /// Live console, state and stats per server, for browsers.
+    pub live: LiveHub,
     /// Rendered server-list pages by query, with the read version they were rendered at.
     pub(crate) list_pages: routes::ListPageCache,
 }
@@ -101,6 +135,7 @@ impl Panel {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let list_pages = routes::ListPageCache::default();
+        let live = LiveHub::new(config.console_replay_lines, config.ws_send_queue);
         Self {
             state: Arc::new(PanelState {
                 db,
@@ -109,6 +144,7 @@ impl Panel {
                 config,
                 clock,
                 agents: AgentRegistry::default(),
+                live,
                 list_pages,
             }),
         }
@@ -172,10 +208,68 @@ impl Panel {
         Ok(())
     }
 
+    /// Makes sure the node of an embedded agent exists (created with `local` as its name, the
+    /// given size and ports on 127.0.0.1 when missing) and gives it a fresh token, returned for
+    /// the embedded agent only: the token changes at every start and is never shown.
+    pub async fn ensure_local_node(&self, local: LocalNode) -> Result<(crate::ids::NodeId, String)> {
+        let s = &self.state;
+        let token = random_token("capn_");
+        let mut page = 1;
+        let existing = loop {
+            let nodes = s.db.nodes().list(crate::model::PageRequest::new(page, 100)).await?;
+            if let Some(n) = nodes.items.iter().find(|n| n.name == local.name) {
+                break Some(n.id);
+            }
+            if nodes.items.is_empty() || u64::from(page) * 100 >= nodes.total {
+                break None;
+            }
+            page += 1;
+        };
+        let id = match existing {
+            Some(id) => {
+                s.db.nodes().set_token_hash(id, &token_hash(&token), s.now()).await?;
+                id
+            }
+            None => {
+                let node =
+                    s.db.nodes()
+                        .create(
+                            crate::model::NewNode {
+                                name: local.name.clone(),
+                                description: "This machine, run by the panel's embedded agent".into(),
+                                fqdn: "127.0.0.1".into(),
+                                memory_mb: local.memory_mb.max(1),
+                                memory_overallocate: 0,
+                                disk_mb: local.disk_mb.max(1),
+                                disk_overallocate: 0,
+                                token_hash: token_hash(&token),
+                            },
+                            s.now(),
+                        )
+                        .await?;
+                if !local.ports.is_empty() {
+                    s.db.allocations().add(node.id, "127.0.0.1", &local.ports).await?;
+                }
+                node.id
+            }
+        };
+        Ok((id, token))
+    }
+
     /// Appends an audit event; see [`PanelState::audit`].
     pub async fn audit(&self, event: AuditEvent) -> Result<()> {
         self.state.db.audit().append(event).await
     }
+}
+
+/// The node of an embedded agent, for [`Panel::ensure_local_node`].
+#[derive(Debug, Clone)]
+pub struct LocalNode {
+    pub name: String,
+    pub memory_mb: i64,
+    pub disk_mb: i64,
+    /// Ports on 127.0.0.1 to allocate when the node is created.
+    pub ports: Vec<u16>,
 }
 
 /// Who the first admin is, when the database has no users.

@@ -23,7 +23,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Versioned migrations, applied in order, each in its own transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("migrations/0001_initial.sql")),
+    (2, "agent_seq", include_str!("migrations/0002_agent_seq.sql")),
+];
 
 /// A SQLite database: a pool and one repository per table group.
 #[derive(Debug, Clone)]

@@ -326,6 +326,40 @@ impl ServerRepo for SqliteServers {
         Ok(done.rows_affected())
     }
 
+    async fn apply_reported_state(
+        &self,
+        id: ServerId,
+        state: ServerState,
+        seq: u64,
+        now: Timestamp,
+    ) -> Result<Option<Server>> {
+        let seq = i64::try_from(seq).map_err(|_| Error::invalid("seq", "out of range"))?;
+        let done =
+            sqlx::query("UPDATE servers SET state = ?, agent_seq = ?, updated_at = ? WHERE id = ? AND agent_seq < ?")
+                .bind(state.as_str())
+                .bind(seq)
+                .bind(now.0)
+                .bind(id.to_string())
+                .bind(seq)
+                .execute(&self.0)
+                .await
+                .map_err(db)?;
+        let server = self.get(id).await?;
+        Ok((done.rows_affected() == 1).then_some(server))
+    }
+
+    async fn reported_seqs(&self, node: NodeId) -> Result<Vec<(ServerId, u64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, agent_seq FROM servers WHERE node_id = ? ORDER BY id")
+                .bind(node.to_string())
+                .fetch_all(&self.0)
+                .await
+                .map_err(db)?;
+        rows.into_iter()
+            .map(|(id, seq)| Ok((id.parse().map_err(|_| corrupt("servers.id", &id))?, seq.max(0) as u64)))
+            .collect()
+    }
+
     async fn delete(&self, id: ServerId) -> Result<()> {
         let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         sqlx::query("UPDATE allocations SET server_id = NULL, is_primary = 0 WHERE server_id = ?")

@@ -28,6 +28,13 @@ pub(super) fn routes() -> Vec<RouteDef> {
         RouteDef::new(Method::GET, "/ready", "Database and cache reachable", "public", get(ready))
             .response::<Readiness>(),
         RouteDef::new(Method::GET, "/api/openapi.json", "This document", "public", get(openapi)),
+        RouteDef::new(
+            Method::GET,
+            "/api/agent/v1/connect",
+            "An agent's connection (WebSocket, protocol v1)",
+            "the node's token as a bearer token",
+            get(crate::panel::gateway::connect),
+        ),
     ]
 }
 

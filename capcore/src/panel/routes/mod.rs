@@ -9,7 +9,7 @@ mod servers;
 mod templates;
 mod users;
 
-pub(crate) use servers::ListPageCache;
+pub(crate) use servers::{ListPageCache, power_action, send_console_command};
 
 use super::PanelState;
 use axum::Router;

@@ -90,8 +90,58 @@ pub struct NodeView {
     pub disk_overallocate: i64,
     /// Whether its agent is connected to this panel now.
     pub connected: bool,
+    /// What the connected agent reported: at registration and in its latest heartbeat.
+    pub agent: Option<AgentView>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AgentView {
+    pub version: String,
+    pub protocol: u32,
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    /// Runtimes the agent offers (`process`, `docker`).
+    pub runtimes: Vec<String>,
+    /// Limits the process runtime enforces on that machine (`memory:cgroup-v2`, `cpu:none`, ...).
+    pub enforced_limits: Vec<String>,
+    pub connected_at: Timestamp,
+    pub last_heartbeat_at: Option<Timestamp>,
+    pub cpu_percent: Option<f64>,
+    pub memory_used_bytes: Option<u64>,
+    pub disk_used_bytes: Option<u64>,
+    pub servers_running: Option<u32>,
+}
+
+impl From<crate::panel::AgentStatus> for AgentView {
+    fn from(a: crate::panel::AgentStatus) -> Self {
+        let hb = a.heartbeat.as_ref().map(|(_, hb)| hb);
+        Self {
+            version: a.agent_version,
+            protocol: a.protocol,
+            hostname: a.facts.hostname,
+            os: a.facts.os,
+            kernel: a.facts.kernel,
+            arch: a.facts.arch,
+            cpus: a.facts.cpus,
+            memory_bytes: a.facts.memory_bytes,
+            disk_bytes: a.facts.disk_bytes,
+            runtimes: a.facts.runtimes,
+            enforced_limits: a.facts.enforced_limits,
+            connected_at: a.connected_at,
+            last_heartbeat_at: a.heartbeat.as_ref().map(|(at, _)| *at),
+            cpu_percent: hb.map(|h| h.cpu_percent),
+            memory_used_bytes: hb.map(|h| h.memory_used_bytes),
+            disk_used_bytes: hb.map(|h| h.disk_used_bytes),
+            servers_running: hb.map(|h| h.servers_running),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -163,6 +213,7 @@ impl PanelState {
     fn node_view(&self, n: Node) -> NodeView {
         NodeView {
             connected: self.agents.is_connected(n.id),
+            agent: self.agents.status(n.id).map(AgentView::from),
             id: n.id,
             name: n.name,
             description: n.description,

@@ -5,10 +5,12 @@ use super::nodes::AllocationView;
 use crate::ids::{AllocationId, NodeId, ServerId, TemplateId, UserId};
 use crate::model::{AllocationRequest, Limits, NewServer, PageRequest, Server, ServerFilter, ServerPatch, Subuser};
 use crate::panel::PanelState;
-use crate::panel::agents::{AgentCommand, PowerAction};
+use crate::panel::agents::PowerAction;
 use crate::panel::error::ApiResult;
 use crate::panel::extract::{Actor, ApiJson, ApiPath, ApiQuery, PageBody, PageQuery, parse_id};
+use crate::panel::gateway::push_spec;
 use crate::permission::{Permission, PermissionSet, Scope, ServerRelation, Subject, effective, is_allowed};
+use crate::protocol::v1::Command;
 use crate::state::ServerState;
 use crate::time::Timestamp;
 use crate::{Error, Result};
@@ -94,6 +96,13 @@ pub(super) fn routes() -> Vec<RouteDef> {
             post(command),
         )
         .body::<CommandBody>(),
+        RouteDef::new(
+            Method::GET,
+            "/api/servers/{id}/ws",
+            "Live console, state and stats (WebSocket; console lines need SERVER_CONSOLE)",
+            "SERVER_VIEW on the server",
+            get(crate::panel::live::server_ws),
+        ),
         RouteDef::new(
             Method::POST,
             "/api/servers/bulk/power",
@@ -405,9 +414,19 @@ async fn create(
     let server = s
         .audited(&actor, "server.create", |srv: &Server| server_target(srv.id), (String::new(), None), outcome)
         .await?;
-    // The agent installs it when connected; otherwise it picks the server up when it syncs.
-    if let Err(e) = s.agents.send(server.node_id, AgentCommand::Install { server: server.id }) {
-        tracing::info!(server = %server.id, reason = %e, "install deferred until the agent connects");
+    // The agent installs it now when connected; otherwise it installs it when it next syncs.
+    if s.agents.is_connected(server.node_id) {
+        let (state, server) = (s.clone(), server.clone());
+        tokio::spawn(async move {
+            let install = Command::Install { server_id: server.id };
+            let outcome = match push_spec(&state, &server).await {
+                Ok(()) => state.agents.call(server.node_id, install, state.config.agent_timeout).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
+                tracing::info!(server = %server.id, reason = %e, "install deferred until the agent syncs");
+            }
+        });
     }
     Ok(Json(server.into()))
 }
@@ -473,8 +492,16 @@ async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, ApiPath(id): Api
     let (server, _) = s.server_access(&actor, id, Permission::SERVER_DELETE, "server.delete").await?;
     let outcome = s.db.servers().delete(id).await;
     s.audited(&actor, "server.delete", |_| server_target(id), server_target(id), outcome).await?;
-    if let Err(e) = s.agents.send(server.node_id, AgentCommand::Delete { server: id }) {
-        tracing::info!(server = %id, reason = %e, "file removal deferred until the agent connects");
+    s.live.forget(id);
+    // The agent removes its files now when connected; otherwise when it next syncs.
+    if s.agents.is_connected(server.node_id) {
+        let state = s.clone();
+        tokio::spawn(async move {
+            let delete = Command::Delete { server_id: id };
+            if let Err(e) = state.agents.call(server.node_id, delete, state.config.agent_timeout).await {
+                tracing::info!(server = %id, reason = %e, "file removal deferred until the agent syncs");
+            }
+        });
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -575,8 +602,10 @@ fn check_power_state(state: ServerState, action: PowerAction) -> Result<()> {
     if ok { Ok(()) } else { Err(Error::conflict(format!("cannot {} a server that is {state}", action.as_str()))) }
 }
 
-/// Checks and queues one power action.
-async fn do_power(s: &PanelState, actor: &Actor, id: ServerId, action: PowerAction) -> Result<()> {
+/// Checks one power action and has the node's agent carry it out (a start or restart first
+/// sends the server's current spec). The agent answers once the action is under way; the
+/// state changes follow as events.
+pub(crate) async fn power_action(s: &PanelState, actor: &Actor, id: ServerId, action: PowerAction) -> Result<()> {
     let (server, _) = s.server_access(actor, id, power_permission(action), "server.power").await?;
     let outcome = async {
         if !s.agents.is_connected(server.node_id) {
@@ -586,7 +615,17 @@ async fn do_power(s: &PanelState, actor: &Actor, id: ServerId, action: PowerActi
             });
         }
         check_power_state(server.state, action)?;
-        s.agents.send(server.node_id, AgentCommand::Power { server: id, action })
+        let grace = s.config.stop_grace.as_millis() as u64;
+        let command = match action {
+            PowerAction::Start => Command::Start { server_id: id },
+            PowerAction::Stop => Command::Stop { server_id: id, grace_ms: grace },
+            PowerAction::Restart => Command::Restart { server_id: id, grace_ms: grace },
+            PowerAction::Kill => Command::Kill { server_id: id },
+        };
+        if matches!(action, PowerAction::Start | PowerAction::Restart) {
+            push_spec(s, &server).await?;
+        }
+        s.agents.call(server.node_id, command, s.config.agent_timeout).await
     }
     .await;
     s.audited(actor, "server.power", |_| server_target(id), server_target(id), outcome).await
@@ -599,23 +638,18 @@ async fn power(
     ApiJson(b): ApiJson<PowerBody>,
 ) -> ApiResult<StatusCode> {
     let id: ServerId = parse_id(&id, "server")?;
-    do_power(&s, &actor, id, b.action).await?;
+    power_action(&s, &actor, id, b.action).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn command(
-    State(s): State<Arc<PanelState>>,
-    actor: Actor,
-    ApiPath(id): ApiPath<String>,
-    ApiJson(b): ApiJson<CommandBody>,
-) -> ApiResult<StatusCode> {
-    let id: ServerId = parse_id(&id, "server")?;
-    let (server, _) = s.server_access(&actor, id, Permission::SERVER_CONSOLE, "server.command").await?;
+/// Checks one console command and has the node's agent write it to the game's stdin.
+pub(crate) async fn send_console_command(s: &PanelState, actor: &Actor, id: ServerId, command: &str) -> Result<()> {
+    let (server, _) = s.server_access(actor, id, Permission::SERVER_CONSOLE, "server.command").await?;
     let outcome = async {
-        if b.command.is_empty() || b.command.chars().count() > 4096 {
+        if command.is_empty() || command.chars().count() > 4096 {
             return Err(Error::invalid("command", "must be 1 to 4096 characters"));
         }
-        if b.command.chars().any(|c| c.is_control() && c != '\t') {
+        if command.chars().any(|c| c.is_control() && c != '\t') {
             return Err(Error::invalid("command", "must be one line without control characters"));
         }
         if !s.agents.is_connected(server.node_id) {
@@ -627,10 +661,21 @@ async fn command(
         if !server.state.is_up() {
             return Err(Error::conflict(format!("the server is {}; commands need it running", server.state)));
         }
-        s.agents.send(server.node_id, AgentCommand::Command { server: id, line: b.command.clone() })
+        let call = Command::SendCommand { server_id: id, line: command.to_string() };
+        s.agents.call(server.node_id, call, s.config.agent_timeout).await
     }
     .await;
-    s.audited(&actor, "server.command", |_| server_target(id), server_target(id), outcome).await?;
+    s.audited(actor, "server.command", |_| server_target(id), server_target(id), outcome).await
+}
+
+async fn command(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(b): ApiJson<CommandBody>,
+) -> ApiResult<StatusCode> {
+    let id: ServerId = parse_id(&id, "server")?;
+    send_console_command(&s, &actor, id, &b.command).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -646,7 +691,7 @@ async fn bulk_power(
     for raw in &b.server_ids {
         // A server the caller may not see reads exactly like one that does not exist.
         let outcome = match raw.parse::<ServerId>() {
-            Ok(id) => do_power(&s, &actor, id, b.action).await,
+            Ok(id) => power_action(&s, &actor, id, b.action).await,
             Err(_) => Err(Error::not_found("server")),
         };
         let (status, message) = match outcome {

@@ -139,7 +139,7 @@ pub struct Request {
 pub enum Command {
     /// Create or replace the server's definition (directory, spec).
     Create {
-        server: ServerSpec,
+        server: Box<ServerSpec>,
     },
     /// Run the install script.
     Install {
@@ -180,6 +180,8 @@ pub enum Command {
 #[serde(deny_unknown_fields)]
 pub struct ServerSpec {
     pub server_id: ServerId,
+    /// The node the server belongs to; an agent refuses a spec for another node.
+    pub node_id: NodeId,
     /// The rendered startup command: argv elements, never re-split.
     pub argv: Vec<String>,
     /// The game's whole environment (template variables and `SERVER_*` values).
@@ -309,3 +311,82 @@ pub struct Heartbeat {
 
 #[cfg(test)]
 mod tests;
+
+impl From<crate::model::Limits> for WireLimits {
+    fn from(l: crate::model::Limits) -> Self {
+        Self {
+            memory_mb: l.memory_mb,
+            swap_mb: l.swap_mb,
+            cpu_percent: l.cpu_percent,
+            disk_mb: l.disk_mb,
+            io_weight: l.io_weight,
+            pids: l.pids,
+        }
+    }
+}
+
+impl From<WireLimits> for crate::model::Limits {
+    fn from(l: WireLimits) -> Self {
+        Self {
+            memory_mb: l.memory_mb,
+            swap_mb: l.swap_mb,
+            cpu_percent: l.cpu_percent,
+            disk_mb: l.disk_mb,
+            io_weight: l.io_weight,
+            pids: l.pids,
+        }
+    }
+}
+
+impl From<&crate::template::StopAction> for WireStop {
+    fn from(s: &crate::template::StopAction) -> Self {
+        match s {
+            crate::template::StopAction::Signal(sig) => WireStop::Signal(sig.name().to_string()),
+            crate::template::StopAction::Command(c) => WireStop::Command(c.clone()),
+        }
+    }
+}
+
+impl From<&crate::template::ReadyPattern> for WireReadyPattern {
+    fn from(p: &crate::template::ReadyPattern) -> Self {
+        match p {
+            crate::template::ReadyPattern::Contains(s) => WireReadyPattern::Contains(s.clone()),
+            crate::template::ReadyPattern::Regex(s) => WireReadyPattern::Regex(s.clone()),
+        }
+    }
+}
+
+impl ServerSpec {
+    /// What a runtime needs from this spec; `Err` names what the agent cannot accept.
+    pub fn runtime_spec(&self) -> Result<crate::backend::RuntimeSpec, String> {
+        use crate::template::{ReadyPattern, StopAction, StopSignal};
+        if self.argv.is_empty() {
+            return Err("argv is empty".into());
+        }
+        let stop = match &self.stop {
+            WireStop::Signal(name) => {
+                StopAction::Signal(StopSignal::from_name(name).ok_or_else(|| format!("unknown stop signal `{name}`"))?)
+            }
+            WireStop::Command(c) => StopAction::Command(c.clone()),
+        };
+        let ready_patterns = self
+            .ready_patterns
+            .iter()
+            .map(|p| match p {
+                WireReadyPattern::Contains(s) => Ok(ReadyPattern::Contains(s.clone())),
+                WireReadyPattern::Regex(r) => regex::Regex::new(r)
+                    .map(|_| ReadyPattern::Regex(r.clone()))
+                    .map_err(|e| format!("ready pattern `{r}` is not a valid regex: {e}")),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(crate::backend::RuntimeSpec {
+            server_id: self.server_id,
+            argv: self.argv.clone(),
+            environment: self.environment.clone(),
+            limits: self.limits.into(),
+            stop,
+            ready_patterns,
+            image: self.image.clone(),
+        })
+    }
+}

@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use uuid::Uuid;
 
+fn node() -> NodeId {
+    NodeId(Uuid::from_u128(0x40de_0000_0000_4000_8000_0000_0000_0002))
+}
+
 fn server() -> ServerId {
     ServerId(Uuid::from_u128(0x5e17_0000_0000_4000_8000_0000_0000_0001))
 }
@@ -40,6 +44,7 @@ fn golden_json<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt
 fn spec() -> ServerSpec {
     ServerSpec {
         server_id: server(),
+        node_id: node(),
         argv: vec!["./game".into(), "--motd".into(), "; rm -rf / $(reboot)".into()],
         environment: BTreeMap::from([("SERVER_MEMORY".into(), "1024".into()), ("SERVER_PORT".into(), "25565".into())]),
         limits: WireLimits { memory_mb: 1024, swap_mb: 0, cpu_percent: 100, disk_mb: 5120, io_weight: 500, pids: 512 },
@@ -128,7 +133,7 @@ fn panel_messages_match_their_golden_files() {
         "panel_welcome",
         &PanelMessage::Welcome(Welcome {
             protocol: 1,
-            node_id: NodeId(Uuid::from_u128(0x40de_0000_0000_4000_8000_0000_0000_0002)),
+            node_id: node(),
             heartbeat_interval_ms: 5_000,
             heartbeat_misses_allowed: 3,
             last_seq: vec![ServerSeq { server_id: server(), seq: 40 }],
@@ -144,7 +149,7 @@ fn panel_messages_match_their_golden_files() {
     golden_json("panel_ack", &PanelMessage::Ack(ServerSeq { server_id: server(), seq: 43 }));
     let id = server();
     let commands = [
-        ("create", Command::Create { server: spec() }),
+        ("create", Command::Create { server: Box::new(spec()) }),
         ("install", Command::Install { server_id: id }),
         ("start", Command::Start { server_id: id }),
         ("stop", Command::Stop { server_id: id, grace_ms: 30_000 }),

@@ -1,0 +1,99 @@
+//! The reference agent binary as a library: configuration from flags and `CAP_*` variables,
+//! then [`capagent::Agent`] connected to the panel until SIGINT or SIGTERM.
+//!
+//! ```
+//! let cli = cap_agent::Cli::try_parse_from_iter(["cap-agent", "--panel-url", "http://panel:8080", "--node-token", "capn_x"]).unwrap();
+//! let config = cli.agent_config().unwrap();
+//! assert_eq!(config.panel_url, "http://panel:8080");
+//! assert!(config.runtime.servers_dir.ends_with("servers"));
+//! ```
+
+use anyhow::{Context, Result, bail};
+use capagent::{Agent, AgentConfig, RunAs};
+use clap::Parser;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "cap-agent", version, about = "The Ctrl-Alt-Play agent")]
+pub struct Cli {
+    /// The panel's URL, e.g. `http://panel.example:8080`.
+    #[arg(long, env = "CAP_PANEL_URL")]
+    pub panel_url: String,
+    /// The node's token, shown once when the node was created in the panel.
+    #[arg(long, env = "CAP_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: String,
+    /// Where the agent keeps its state and the servers' directories.
+    #[arg(long, env = "CAP_DATA_DIR", default_value = "./agent-data")]
+    pub data_dir: PathBuf,
+    /// Run games as this user (name or `uid:gid`); when the agent runs as root the default is
+    /// `nobody`, since some games refuse to run as root and none should.
+    #[arg(long, env = "CAP_RUN_AS")]
+    pub run_as: Option<String>,
+}
+
+impl Cli {
+    /// Parses arguments without exiting on error (for tests and embedders).
+    pub fn try_parse_from_iter<I, T>(args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Ok(Self::try_parse_from(args)?)
+    }
+
+    /// The agent's configuration.
+    pub fn agent_config(&self) -> Result<AgentConfig> {
+        if self.node_token.trim().is_empty() {
+            bail!("CAP_NODE_TOKEN is empty: copy the token the panel showed when the node was created");
+        }
+        let data_dir = absolute(&self.data_dir)?;
+        let mut config = AgentConfig::new(self.panel_url.clone(), self.node_token.trim(), data_dir);
+        config.runtime.run_as =
+            RunAs::resolve(self.run_as.as_deref()).map_err(|e| anyhow::anyhow!("CAP_RUN_AS: {e}"))?;
+        Ok(config)
+    }
+}
+
+fn absolute(path: &std::path::Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    Ok(std::env::current_dir().context("cannot read the current directory")?.join(path))
+}
+
+/// Parses `args` and runs the agent until SIGINT or SIGTERM.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> Result<()> {
+    let cli = Cli::parse_from(args);
+    let config = cli.agent_config()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let agent = Agent::start(config).await?;
+        println!("cap-agent started; connecting to {}", cli.panel_url);
+        agent.run(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_token_is_refused_with_a_hint() {
+        let cli = Cli::try_parse_from_iter(["cap-agent", "--panel-url", "http://p", "--node-token", " "]).unwrap();
+        assert!(cli.agent_config().unwrap_err().to_string().contains("CAP_NODE_TOKEN is empty"));
+    }
+}

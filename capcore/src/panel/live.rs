@@ -1,0 +1,361 @@
+//! Live server feeds for browsers: `GET /api/servers/{id}/ws`.
+//!
+//! The gateway publishes each server's console lines, state changes and stats into the
+//! [`LiveHub`]; every message is serialised once and shared by all subscribers. A new
+//! subscriber gets a hello, the recent console lines (bounded per server) and the latest stats,
+//! then the live feed. Each subscriber reads from a bounded queue: one that falls behind is
+//! disconnected with a reason, and never slows the game, the agent or other subscribers.
+//!
+//! Permissions are checked per message: console lines go out only while the caller holds
+//! SERVER_CONSOLE (re-evaluated, with the credential re-authenticated, at most a second
+//! old), and every inbound command or power action is checked when it arrives. Inbound
+//! messages are rate limited per connection.
+//!
+//! Messages to the browser: `{"type":"hello","server_id","state","node_online","permissions"}`,
+//! `{"type":"console","stream","line"}`, `{"type":"state","state"}`,
+//! `{"type":"stats","cpu_percent","memory_bytes","disk_bytes","uptime_ms"}`,
+//! `{"type":"error","error","message"}`. From the browser: `{"type":"command","command"}` and
+//! `{"type":"power","action":"start"|"stop"|"restart"|"kill"}`.
+
+use super::PanelState;
+use super::agents::PowerAction;
+use super::error::{ApiError, ApiResult};
+use super::extract::{ACCESS_COOKIE, Actor, ApiPath, cookie, parse_id};
+use crate::backend::Credential;
+use crate::ids::ServerId;
+use crate::permission::{Permission, Scope, Subject, effective, is_allowed};
+use crate::protocol::v1::ConsoleStream;
+use crate::state::ServerState;
+use crate::{Error, Result};
+use axum::extract::State;
+use axum::extract::ws::{
+    CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// One message for subscribers, serialised once.
+#[derive(Clone, Debug)]
+pub struct LiveFrame {
+    /// Console lines need SERVER_CONSOLE; state and stats need SERVER_VIEW only.
+    pub console: bool,
+    pub json: Utf8Bytes,
+}
+
+#[derive(Debug)]
+struct Feed {
+    replay: Mutex<VecDeque<Utf8Bytes>>,
+    stats: Mutex<Option<Utf8Bytes>>,
+    tx: broadcast::Sender<LiveFrame>,
+}
+
+/// Every server's live feed.
+#[derive(Debug)]
+pub struct LiveHub {
+    feeds: RwLock<HashMap<ServerId, Arc<Feed>>>,
+    replay_lines: usize,
+    queue: usize,
+}
+
+impl LiveHub {
+    pub fn new(replay_lines: usize, queue: usize) -> Self {
+        Self { feeds: RwLock::new(HashMap::new()), replay_lines, queue: queue.max(1) }
+    }
+
+    fn feed(&self, id: ServerId) -> Arc<Feed> {
+        if let Some(f) = self.feeds.read().expect("live hub lock").get(&id) {
+            return f.clone();
+        }
+        self.feeds
+            .write()
+            .expect("live hub lock")
+            .entry(id)
+            .or_insert_with(|| {
+                Arc::new(Feed {
+                    replay: Mutex::new(VecDeque::new()),
+                    stats: Mutex::new(None),
+                    tx: broadcast::channel(self.queue).0,
+                })
+            })
+            .clone()
+    }
+
+    pub fn console(&self, id: ServerId, stream: ConsoleStream, line: &str) {
+        let json = Utf8Bytes::from(json!({"type": "console", "stream": stream, "line": line}).to_string());
+        let feed = self.feed(id);
+        {
+            let mut replay = feed.replay.lock().expect("replay lock");
+            if replay.len() >= self.replay_lines {
+                replay.pop_front();
+            }
+            if self.replay_lines > 0 {
+                replay.push_back(json.clone());
+            }
+        }
+        let _ = feed.tx.send(LiveFrame { console: true, json });
+    }
+
+    pub fn state(&self, id: ServerId, state: ServerState) {
+        let json = Utf8Bytes::from(json!({"type": "state", "state": state}).to_string());
+        let _ = self.feed(id).tx.send(LiveFrame { console: false, json });
+    }
+
+    pub fn stats(&self, id: ServerId, cpu_percent: f64, memory_bytes: u64, disk_bytes: u64, uptime_ms: u64) {
+        let json = Utf8Bytes::from(
+            json!({"type": "stats", "cpu_percent": cpu_percent, "memory_bytes": memory_bytes,
+                   "disk_bytes": disk_bytes, "uptime_ms": uptime_ms})
+            .to_string(),
+        );
+        let feed = self.feed(id);
+        *feed.stats.lock().expect("stats lock") = Some(json.clone());
+        let _ = feed.tx.send(LiveFrame { console: false, json });
+    }
+
+    /// How many browsers are subscribed to the server's feed now.
+    pub fn subscribers(&self, id: ServerId) -> usize {
+        self.feeds.read().expect("live hub lock").get(&id).map_or(0, |f| f.tx.receiver_count())
+    }
+
+    /// Drops a deleted server's feed (its subscribers see the end of the stream).
+    pub fn forget(&self, id: ServerId) {
+        self.feeds.write().expect("live hub lock").remove(&id);
+    }
+
+    /// The replay, the latest stats and the live receiver, taken together so nothing falls
+    /// between them.
+    fn subscribe(&self, id: ServerId) -> (Vec<Utf8Bytes>, Option<Utf8Bytes>, broadcast::Receiver<LiveFrame>) {
+        let feed = self.feed(id);
+        let rx = feed.tx.subscribe();
+        let replay = feed.replay.lock().expect("replay lock").iter().cloned().collect();
+        let stats = feed.stats.lock().expect("stats lock").clone();
+        (replay, stats, rx)
+    }
+}
+
+/// What the browser may send.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Inbound {
+    Command { command: String },
+    Power { action: PowerAction },
+}
+
+/// The caller's credential, kept to re-authenticate while the socket lives.
+#[derive(Clone, Debug)]
+enum HeldCredential {
+    ApiKey(String),
+    Access(String),
+}
+
+fn held_credential(s: &PanelState, headers: &HeaderMap) -> Option<(HeldCredential, bool)> {
+    if let Some(token) =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+    {
+        let token = token.trim().to_string();
+        let held = if token.starts_with(s.config.api_key_prefix.as_str()) {
+            HeldCredential::ApiKey(token)
+        } else {
+            HeldCredential::Access(token)
+        };
+        return Some((held, false));
+    }
+    cookie(headers, ACCESS_COOKIE).map(|t| (HeldCredential::Access(t.to_string()), true))
+}
+
+/// A cookie-authenticated socket must come from a page of this panel: browsers send cookies
+/// with cross-site WebSocket handshakes, so the Origin is checked (no CSRF header exists here).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else { return false };
+    origin.split_once("://").is_some_and(|(_, rest)| rest.trim_end_matches('/') == host)
+}
+
+pub(crate) async fn server_ws(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let id: ServerId = parse_id(&id, "server")?;
+    let (server, subject) = s.server_access(&actor, id, Permission::SERVER_VIEW, "server.console").await?;
+    let (credential, by_cookie) =
+        held_credential(&s, &headers).ok_or_else(|| Error::unauthorized("authentication required"))?;
+    if by_cookie && !same_origin(&headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_mismatch",
+            "a cookie-authenticated WebSocket must come from a page of this panel",
+        ));
+    }
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "websocket_required", "this route takes a WebSocket upgrade")
+    })?;
+    let hello = json!({
+        "type": "hello",
+        "server_id": id,
+        "state": server.state,
+        "node_online": s.agents.is_connected(server.node_id),
+        "permissions": effective(&subject, Scope::Server(id)).names(),
+    });
+    let session = Session { s: s.clone(), actor, credential, id, checked: Instant::now(), subject };
+    Ok(upgrade.max_message_size(16 * 1024).on_upgrade(move |socket| session.run(socket, hello)))
+}
+
+struct Session {
+    s: Arc<PanelState>,
+    actor: Actor,
+    credential: HeldCredential,
+    id: ServerId,
+    subject: Subject,
+    checked: Instant,
+}
+
+impl Session {
+    /// Re-authenticates and re-reads the caller's relation to the server when the last check
+    /// is older than a second.
+    async fn refresh(&mut self) -> Result<()> {
+        if self.checked.elapsed() < Duration::from_secs(1) {
+            return Ok(());
+        }
+        let credential = match &self.credential {
+            HeldCredential::ApiKey(k) => Credential::ApiKey(k),
+            HeldCredential::Access(t) => Credential::AccessToken(t),
+        };
+        let principal = self.s.auth.authenticate(credential, self.s.now()).await?;
+        if principal.user_id != self.actor.principal.user_id {
+            return Err(Error::unauthorized("the credential changed hands"));
+        }
+        self.actor.principal = principal;
+        self.subject = self.s.server_subject(&self.actor, self.id).await?;
+        if !is_allowed(&self.subject, Permission::SERVER_VIEW, Scope::Server(self.id)) {
+            return Err(Error::not_found("server"));
+        }
+        self.checked = Instant::now();
+        Ok(())
+    }
+
+    fn may(&self, permission: Permission) -> bool {
+        is_allowed(&self.subject, permission, Scope::Server(self.id))
+    }
+
+    async fn run(mut self, mut socket: WebSocket, hello: serde_json::Value) {
+        let (replay, stats, mut live) = self.s.live.subscribe(self.id);
+        let mut first = vec![Utf8Bytes::from(hello.to_string())];
+        if self.may(Permission::SERVER_CONSOLE) {
+            first.extend(replay);
+        }
+        first.extend(stats);
+        let timeout = self.s.config.ws_send_timeout;
+        for frame in first {
+            if !send(&mut socket, frame, timeout).await {
+                return;
+            }
+        }
+        let limit = self.s.config.ws_messages_per_second.max(1);
+        let mut window = (Instant::now(), 0u32);
+        loop {
+            // Live frames first: whatever was published before an inbound message is answered
+            // goes out before the answer.
+            tokio::select! {
+                biased;
+                frame = live.recv() => {
+                    let frame = match frame {
+                        Ok(f) => f,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            close(&mut socket, 1008, &format!("too slow: {n} messages were dropped; reconnect"), timeout).await;
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => {
+                            close(&mut socket, 1001, "the server was deleted", timeout).await;
+                            return;
+                        }
+                    };
+                    if let Err(e) = self.refresh().await {
+                        close(&mut socket, 1008, &e.to_string(), timeout).await;
+                        return;
+                    }
+                    if frame.console && !self.may(Permission::SERVER_CONSOLE) {
+                        continue;
+                    }
+                    if !send(&mut socket, frame.json, timeout).await {
+                        return;
+                    }
+                }
+                inbound = socket.recv() => {
+                    let text = match inbound {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                        Some(Ok(_)) => continue,
+                    };
+                    if window.0.elapsed() >= Duration::from_secs(1) {
+                        window = (Instant::now(), 0);
+                    }
+                    window.1 += 1;
+                    if window.1 > limit * 5 {
+                        close(&mut socket, 1008, "too many messages", timeout).await;
+                        return;
+                    }
+                    let reply = if window.1 > limit {
+                        Some(error_frame("rate_limited", &format!("at most {limit} messages per second")))
+                    } else {
+                        self.inbound(&text).await
+                    };
+                    if let Some(reply) = reply
+                        && !send(&mut socket, reply, timeout).await
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one browser message; returns an error frame to send back, if any.
+    async fn inbound(&mut self, text: &str) -> Option<Utf8Bytes> {
+        let message: Inbound = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => return Some(error_frame("bad_message", &format!("not a valid message: {e}"))),
+        };
+        self.checked = Instant::now() - Duration::from_secs(2);
+        if let Err(e) = self.refresh().await {
+            let api = ApiError::from(e);
+            return Some(error_frame(api.code, &api.message));
+        }
+        let outcome = match message {
+            Inbound::Command { command } => {
+                super::routes::send_console_command(&self.s, &self.actor, self.id, &command).await
+            }
+            Inbound::Power { action } => super::routes::power_action(&self.s, &self.actor, self.id, action).await,
+        };
+        outcome.err().map(|e| {
+            let api = ApiError::from(e);
+            error_frame(api.code, &api.message)
+        })
+    }
+}
+
+fn error_frame(code: &str, message: &str) -> Utf8Bytes {
+    Utf8Bytes::from(json!({"type": "error", "error": code, "message": message}).to_string())
+}
+
+/// Sends one frame; a browser that does not take it within `timeout` is given up on.
+async fn send(socket: &mut WebSocket, frame: Utf8Bytes, timeout: Duration) -> bool {
+    matches!(tokio::time::timeout(timeout, socket.send(Message::Text(frame))).await, Ok(Ok(())))
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str, timeout: Duration) {
+    // A close reason is at most 123 bytes.
+    let mut reason = reason.to_string();
+    while reason.len() > 120 {
+        reason.pop();
+    }
+    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+    let _ = tokio::time::timeout(timeout, socket.send(Message::Close(Some(frame)))).await;
+}

@@ -1,0 +1,321 @@
+//! End to end: the panel on a loopback socket, `cap-agent` as a child process dialling it,
+//! real game servers (the test game server), and browser-like WebSocket clients.
+
+use axum::http::Method;
+use cap_tests::e2e::{AgentProcess, LiveClient, live_connect, scratch_dir, wait_until};
+use cap_tests::{Cred, TestPanel, assert_error};
+use futures::SinkExt;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+struct World {
+    panel: TestPanel,
+    addr: SocketAddr,
+    node: String,
+    token: String,
+    agent: AgentProcess,
+    owner_id: String,
+    owner: Cred,
+}
+
+async fn world(tag: &str) -> World {
+    let panel = TestPanel::start().await;
+    let addr = panel.serve().await;
+    let (node, token) = panel.node_with_token(tag, 8).await;
+    let agent = AgentProcess::spawn(addr, &token, &scratch_dir(tag));
+    panel.wait_node(&node, true).await;
+    let (owner_id, owner) = panel.user("owner", &[]).await;
+    World { panel, addr, node, token, agent, owner_id, owner }
+}
+
+fn stop_command() -> Value {
+    json!({"type": "command", "value": "stop"})
+}
+
+impl World {
+    /// A server of the owner from a test-game template with `extra` options, installed.
+    async fn server(&self, name: &str, extra: &[&str]) -> String {
+        let template = self.panel.game_template(&format!("{name}-game"), extra, stop_command()).await;
+        let server = self.panel.server(name, &self.owner_id, &self.node, &template).await;
+        self.panel.wait_state(&server, "offline").await;
+        server
+    }
+
+    async fn live(&self, server: &str) -> LiveClient {
+        let mut live = live_connect(self.addr, server, &self.owner).await.expect("live socket");
+        let hello = live.next().await.expect("hello");
+        assert_eq!(hello["type"], "hello", "{hello}");
+        live
+    }
+
+    async fn power(&self, server: &str, action: &str) -> (axum::http::StatusCode, Value) {
+        self.panel.post(&format!("/api/servers/{server}/power"), &self.owner, json!({"action": action})).await
+    }
+
+    async fn command(&self, server: &str, line: &str) -> (axum::http::StatusCode, Value) {
+        self.panel.post(&format!("/api/servers/{server}/command"), &self.owner, json!({"command": line})).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_is_installed_started_commanded_and_stopped_through_the_agent() {
+    let mut w = world("lifecycle").await;
+    let admin = w.panel.admin().await;
+    let (_, node) = w.panel.get(&format!("/api/nodes/{}", w.node), &admin).await;
+    let facts = &node["agent"];
+    assert_eq!(facts["runtimes"], json!(["process"]), "{node}");
+    assert!(facts["cpus"].as_u64().unwrap() >= 1 && facts["memory_bytes"].as_u64().unwrap() > 0, "{node}");
+    assert!(!facts["enforced_limits"].as_array().unwrap().is_empty(), "limits are reported: {node}");
+    wait_until("a heartbeat arrives", || async {
+        let (_, n) = w.panel.get(&format!("/api/nodes/{}", w.node), &admin).await;
+        n["agent"]["last_heartbeat_at"].is_string().then_some(())
+    })
+    .await;
+
+    let server = w.server("lifecycle", &[]).await;
+    let mut live = w.live(&server).await;
+    // The install script ran in the server's directory, its output streamed and replayed.
+    live.until_line("installing into").await;
+
+    assert_eq!(w.power(&server, "start").await.0, 202);
+    live.until_state("starting").await;
+    live.until_line("Server ready: Done (").await;
+    live.until_state("running").await;
+    assert_eq!(w.panel.state_of(&server).await, "running");
+
+    assert_eq!(w.command(&server, "say hello from the panel").await.0, 202);
+    live.until_line("[Server] hello from the panel").await;
+    live.send(json!({"type": "command", "command": "list"})).await;
+    live.until_line("There are 0 of a max of 20 players online").await;
+    live.send(json!({"type": "command", "command": "echo-env SERVER_PORT"})).await;
+    live.until_line("SERVER_PORT=3100").await;
+    live.send(json!({"type": "command", "command": "echo-env CAP_NODE_TOKEN"})).await;
+    live.until_line("CAP_NODE_TOKEN is not set").await;
+
+    assert_eq!(w.power(&server, "stop").await.0, 202);
+    live.until_state("stopping").await;
+    live.until_line("Stopping server").await;
+    live.until_state("offline").await;
+    assert_eq!(live.states(), ["starting", "running", "stopping", "offline"]);
+    let (status, audit) = w.panel.get("/api/audit?action=server.power", &admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(audit["total"], 2, "{audit}");
+
+    // The agent goes away cleanly: the node is offline, its server unknown, power is 503.
+    assert!(w.agent.terminate().await.success());
+    w.panel.wait_node(&w.node, false).await;
+    live.until_state("unknown").await;
+    assert_eq!(w.panel.state_of(&server).await, "unknown");
+    assert_error(&w.power(&server, "start").await, 503, "unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_is_offline_at_once_and_readopts_its_running_server() {
+    let mut w = world("sigkill").await;
+    let server = w.server("survivor", &[]).await;
+    let mut live = w.live(&server).await;
+    assert_eq!(w.power(&server, "start").await.0, 202);
+    live.until_state("running").await;
+
+    w.agent.kill9().await;
+    w.panel.wait_node(&w.node, false).await;
+    live.until_state("unknown").await;
+    assert_error(&w.power(&server, "stop").await, 503, "unavailable");
+    assert_error(&w.command(&server, "say anyone?").await, 503, "unavailable");
+
+    // The game kept running without its agent; a new agent on the same data re-adopts it.
+    let data_dir = w.agent.data_dir.clone();
+    w.agent = AgentProcess::spawn(w.addr, &w.token, &data_dir);
+    w.panel.wait_node(&w.node, true).await;
+    live.until_state("running").await;
+    assert_eq!(w.command(&server, "say still here").await.0, 202);
+    live.until_line("[Server] still here").await;
+    assert_eq!(w.power(&server, "stop").await.0, 202);
+    live.until_state("offline").await;
+    // Every state change once, in order: nothing lost across the restart, nothing repeated.
+    assert_eq!(live.states(), ["starting", "running", "unknown", "running", "stopping", "offline"]);
+    let lines = live.console_lines();
+    assert_eq!(lines.iter().filter(|l| l.contains("Server ready: Done (")).count(), 1, "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_server_is_restarted_once_and_then_left_crashed() {
+    let w = world("crash").await;
+    let server = w.server("crashy", &["--crash-after-ms", "200"]).await;
+    let mut live = w.live(&server).await;
+    assert_eq!(w.power(&server, "start").await.0, 202);
+    live.until_line("restarting it once").await;
+    live.until_line("crashed again within").await;
+    live.until_state("crashed").await;
+    assert_eq!(live.states(), ["starting", "running", "crashed", "starting", "running", "crashed"]);
+    assert_eq!(w.panel.state_of(&server).await, "crashed");
+    // A crashed server can be started again by hand.
+    assert_eq!(w.power(&server, "start").await.0, 202);
+    live.until_state("starting").await;
+}
+
+/// Sum of the bytes of `flood line 1\n` … `flood line N\n`.
+fn flood_bytes(n: u64) -> u64 {
+    (1..=n).map(|i| 12 + i.to_string().len() as u64).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_line_flood_keeps_agent_memory_bounded_and_other_consoles_live() {
+    let w = world("flood").await;
+    let quiet = w.server("quiet", &[]).await;
+    let noisy = w.server("noisy", &["--flood", "1000000"]).await;
+    let mut quiet_live = w.live(&quiet).await;
+    let mut reader = w.live(&noisy).await;
+    assert_eq!(w.power(&quiet, "start").await.0, 202);
+    quiet_live.until_state("running").await;
+    let rss_before = w.agent.rss_kib();
+
+    assert_eq!(w.power(&noisy, "start").await.0, 202);
+    reader.until_line("dropping lines").await;
+    let reading = tokio::spawn(async move {
+        while reader.next().await.is_some() {}
+        reader
+    });
+    assert_eq!(w.command(&quiet, "say still responsive").await.0, 202);
+    quiet_live.until_line("[Server] still responsive").await;
+
+    // The game writes the whole flood; the agent reads it all and stays small.
+    let log = w.agent.data_dir.join("run").join(&noisy).join("stdout.log");
+    let total = flood_bytes(1_000_000);
+    wait_until("the game wrote a million lines", || async {
+        (std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) >= total).then_some(())
+    })
+    .await;
+    assert_eq!(w.command(&quiet, "say after the flood").await.0, 202);
+    quiet_live.until_line("[Server] after the flood").await;
+    let rss_after = w.agent.rss_kib();
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "agent RSS grew from {rss_before} KiB to {rss_after} KiB while a million lines passed"
+    );
+
+    for s in [&quiet, &noisy] {
+        assert_eq!(w.power(s, "kill").await.0, 202);
+    }
+    quiet_live.until_state("offline").await;
+    let reader = {
+        reading.abort();
+        reading.await
+    };
+    if let Ok(reader) = reader {
+        let seen = reader.console_lines().len();
+        assert!(seen < 1_000_000, "the throttle dropped lines ({seen} reached the browser)");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_without_console_permission_gets_state_but_no_console() {
+    let w = world("viewer").await;
+    let server = w.server("watched", &[]).await;
+    let (_, viewer) = w.panel.user("viewer", &[]).await;
+    w.panel.subuser(&server, "viewer@example.org", &["SERVER_VIEW"]).await;
+    let mut watcher = live_connect(w.addr, &server, &viewer).await.expect("SERVER_VIEW may connect");
+    let hello = watcher.next().await.unwrap();
+    assert!(!hello["permissions"].as_array().unwrap().contains(&json!("SERVER_CONSOLE")), "{hello}");
+    let mut live = w.live(&server).await;
+
+    assert_eq!(w.power(&server, "start").await.0, 202);
+    live.until_line("Server ready: Done (").await;
+    watcher.until_state("running").await;
+    watcher.send(json!({"type": "command", "command": "say sneaky"})).await;
+    let refused = watcher.until_kind("error", "an error", |_| true).await;
+    assert_eq!(refused["error"], "forbidden", "{refused}");
+    watcher.send(json!({"type": "power", "action": "stop"})).await;
+    let refused = watcher.until_kind("error", "an error", |_| true).await;
+    assert_eq!(refused["error"], "forbidden", "{refused}");
+    assert!(watcher.console_lines().is_empty(), "no console line reached the viewer: {:?}", watcher.console_lines());
+    assert!(!live.console_lines().iter().any(|l| l.contains("sneaky")));
+
+    // A stranger cannot even open it; forged and expired credentials are refused.
+    let (_, stranger) = w.panel.user("stranger", &[]).await;
+    assert_eq!(live_connect(w.addr, &server, &stranger).await.err(), Some(404));
+    assert_eq!(live_connect(w.addr, &server, &Cred::bearer("forged.jwt.token")).await.err(), Some(401));
+    assert_eq!(live_connect(w.addr, &server, &Cred::None).await.err(), Some(401));
+    w.panel.clock.advance_secs(16 * 60);
+    assert_eq!(live_connect(w.addr, &server, &w.owner).await.err(), Some(401), "an expired access token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_with_forged_tokens_or_wrong_protocols_are_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let panel = TestPanel::start().await;
+    let addr = panel.serve().await;
+    let (node, token) = panel.node_with_token("strict", 0).await;
+    let connect = |bearer: String| async move {
+        let mut request = format!("ws://{addr}/api/agent/v1/connect").into_client_request().unwrap();
+        request.headers_mut().insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+        tokio_tungstenite::connect_async(request).await
+    };
+    for forged in ["capn_forged".to_string(), format!("{token}x"), String::new()] {
+        match connect(forged.clone()).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401, "{forged:?}"),
+            other => panic!("token {forged:?} was not refused: {:?}", other.map(|_| ())),
+        }
+    }
+    // The right token but a protocol this panel does not speak: refused with the reason.
+    let (mut ws, _) = connect(token.clone()).await.expect("token accepted");
+    let hello = json!({"type": "hello", "protocol_min": 7, "protocol_max": 9, "agent_version": "9.0.0",
+        "facts": {"hostname": "h", "os": "o", "kernel": "k", "arch": "a", "cpus": 1, "memory_bytes": 1,
+                  "disk_bytes": 1, "runtimes": [], "enforced_limits": []}});
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(hello.to_string().into())).await.unwrap();
+    let reply = futures::StreamExt::next(&mut ws).await.unwrap().unwrap();
+    let reply: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+    assert_eq!(reply["type"], "refused", "{reply}");
+    assert!(reply["reason"].as_str().unwrap().contains("upgrade the panel"), "{reply}");
+    assert!(!panel.node_connected(&node).await);
+    // A malformed first message is refused too, and a non-WebSocket request gets a JSON 400.
+    let (mut ws, _) = connect(token.clone()).await.expect("token accepted");
+    ws.send(tokio_tungstenite::tungstenite::Message::Text("{\"type\":\"heartbeat\"".into())).await.unwrap();
+    let reply = futures::StreamExt::next(&mut ws).await.unwrap().unwrap();
+    assert!(reply.to_text().unwrap().contains("refused"), "{reply}");
+    let (status, body) = panel.get("/api/agent/v1/connect", &Cred::bearer(token.clone())).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_variable_values_reach_the_game_as_one_unchanged_argument() {
+    let w = world("hostile").await;
+    let server = w.server("hostile", &[]).await;
+    let canary = scratch_dir("canary").join("pwned");
+    let hostile =
+        format!("; rm -rf / $(touch {c}) `touch {c}` \"quoted\" 'single' && echo $HOME", c = canary.display());
+    let (status, body) = w
+        .panel
+        .json(Method::PUT, &format!("/api/servers/{server}/variables"), &w.owner, json!({"values": {"MOTD": hostile}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut live = w.live(&server).await;
+    assert_eq!(w.power(&server, "start").await.0, 202);
+    live.until_state("running").await;
+    live.until_line(&format!("MOTD: {hostile}")).await;
+    live.send(json!({"type": "command", "command": "echo-args"})).await;
+    live.until_line(&format!("={hostile}")).await;
+    assert!(!canary.exists(), "nothing in the value ran");
+    assert_eq!(w.power(&server, "stop").await.0, 202);
+    live.until_state("offline").await;
+
+    // A newline stays inside the argument: the game prints it, it never reads it as a command.
+    let (status, body) = w
+        .panel
+        .json(
+            Method::PUT,
+            &format!("/api/servers/{server}/variables"),
+            &w.owner,
+            json!({"values": {"MOTD": "one\nstop"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(w.power(&server, "start").await.0, 202);
+    live.until_line("MOTD: one").await;
+    live.until_state("running").await;
+    assert_eq!(w.command(&server, "say still alive").await.0, 202);
+    live.until_line("[Server] still alive").await;
+    assert_eq!(w.panel.state_of(&server).await, "running");
+    assert_eq!(w.power(&server, "stop").await.0, 202);
+    live.until_state("offline").await;
+}
