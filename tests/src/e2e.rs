@@ -371,7 +371,82 @@ impl LiveClient {
         self.seen.iter().rev().take(8).collect()
     }
 
+    /// Sends, reporting whether the socket took it (false once the server has closed it).
+    pub async fn try_send(&mut self, message: Value) -> bool {
+        self.socket.send(Message::Text(message.to_string().into())).await.is_ok()
+    }
+
     pub async fn send(&mut self, message: Value) {
         self.socket.send(Message::Text(message.to_string().into())).await.expect("send");
+    }
+}
+
+/// A TCP proxy between an agent and the panel that a test can freeze: while frozen, open
+/// connections stay open but carry nothing (a network that silently drops everything), and new
+/// connections are held until it thaws.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    pub addr: SocketAddr,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    // New connections wait while frozen.
+                    while *watch.borrow() {
+                        if watch.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                    let Ok(upstream) = TcpStream::connect(target).await else { return };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut ur, mut uw) = upstream.into_split();
+                    let up = pump(&mut cr, &mut uw, watch.clone());
+                    let down = pump(&mut ur, &mut cw, watch.clone());
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                    }
+                });
+            }
+        });
+        Self { addr, frozen }
+    }
+
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+/// Copies bytes until either side closes; while frozen, bytes read are dropped, and once a
+/// connection has been frozen it never carries anything again (like a silently dead link).
+async fn pump(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    watch: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut dead = false;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        dead |= *watch.borrow();
+        if !dead && to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }

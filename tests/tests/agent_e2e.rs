@@ -2,7 +2,7 @@
 //! real game servers (the test game server), and browser-like WebSocket clients.
 
 use axum::http::Method;
-use cap_tests::e2e::{AgentProcess, LiveClient, live_connect, scratch_dir, wait_until};
+use cap_tests::e2e::{AgentProcess, LiveClient, Proxy, live_connect, scratch_dir, wait_until};
 use cap_tests::{Cred, TestPanel, assert_error};
 use futures::SinkExt;
 use serde_json::{Value, json};
@@ -318,4 +318,99 @@ async fn hostile_variable_values_reach_the_game_as_one_unchanged_argument() {
     assert_eq!(w.panel.state_of(&server).await, "running");
     assert_eq!(w.power(&server, "stop").await.0, 202);
     live.until_state("offline").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_link_takes_the_node_offline_and_the_reconnect_delivers_what_was_missed() {
+    let config = capcore::panel::PanelConfig {
+        agent_heartbeat_interval: std::time::Duration::from_millis(300),
+        agent_heartbeat_misses: 3,
+        ..Default::default()
+    };
+    let panel = TestPanel::start_with(cap_tests::test_auth_config(), config).await;
+    let addr = panel.serve().await;
+    let proxy = Proxy::start(addr).await;
+    let (node, token) = panel.node_with_token("flaky", 4).await;
+    let agent = AgentProcess::spawn(proxy.addr, &token, &scratch_dir("flaky"));
+    panel.wait_node(&node, true).await;
+    let (owner_id, owner) = panel.user("owner", &[]).await;
+    let template = panel.game_template("flaky-game", &[], stop_command()).await;
+    let server = panel.server("flaky", &owner_id, &node, &template).await;
+    panel.wait_state(&server, "offline").await;
+    let mut live = live_connect(addr, &server, &owner).await.expect("live socket");
+    let power = |action: &'static str| {
+        let (panel, owner, server) = (&panel, &owner, &server);
+        async move { panel.post(&format!("/api/servers/{server}/power"), owner, json!({"action": action})).await }
+    };
+    assert_eq!(power("start").await.0, 202);
+    live.until_state("running").await;
+
+    // The link goes silent (nothing closes): the panel notices the missing heartbeats.
+    proxy.freeze();
+    panel.wait_node(&node, false).await;
+    live.until_state("unknown").await;
+    assert_error(&power("stop").await, 503, "unavailable");
+
+    // Meanwhile the game dies; the agent, alone, records the crash and restarts it once.
+    let run = agent.data_dir.join("run").join(&server).join("run.json");
+    let pid = serde_json::from_slice::<Value>(&std::fs::read(&run).unwrap()).unwrap()["pid"].as_i64().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let record = agent.data_dir.join("agent").join("servers").join(format!("{server}.json"));
+    wait_until("the agent restarted the crashed game", || async {
+        let r: Value = serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
+        (r["last_crash_ms"].is_i64() && r["state"] == "running").then_some(())
+    })
+    .await;
+
+    // The link comes back: the agent reconnects and the panel gets every change it missed, once.
+    proxy.thaw();
+    panel.wait_node(&node, true).await;
+    live.until_state("running").await;
+    assert_eq!(live.states(), ["starting", "running", "unknown", "crashed", "starting", "running"]);
+    assert_eq!(panel.state_of(&server).await, "running");
+    assert_eq!(power("stop").await.0, 202);
+    live.until_state("offline").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_freeciv_server_runs_from_its_example_template() {
+    if !std::path::Path::new("/usr/games/freeciv-server").exists() {
+        assert!(
+            std::env::var_os("CAP_TEST_REQUIRE").is_none(),
+            "freeciv-server is required: apt-get install freeciv-server"
+        );
+        eprintln!("skipped: Debian's freeciv-server is not installed");
+        return;
+    }
+    let w = world("freeciv").await;
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/templates/freeciv-server.json");
+    let spec: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    let (status, body) = w.panel.post("/api/templates", &w.panel.admin().await, spec).await;
+    assert_eq!(status, 200, "{body}");
+    let template = body["id"].as_str().unwrap().to_string();
+    let server = w.panel.server("civ", &w.owner_id, &w.node, &template).await;
+    w.panel.wait_state(&server, "offline").await;
+    let (_, allocations) = w.panel.get(&format!("/api/servers/{server}/allocations"), &w.owner).await;
+    let port = allocations[0]["port"].as_u64().unwrap();
+
+    let mut live = w.live(&server).await;
+    live.until_line("freeciv saves go to").await;
+    assert_eq!(w.power(&server, "start").await.0, 202);
+    live.until_line(&format!("Now accepting new client connections on port {port}")).await;
+    live.until_state("running").await;
+    // It really listens on its allocation, and only on loopback as the allocation says.
+    std::net::TcpStream::connect(("127.0.0.1", port as u16)).expect("freeciv listens on its port");
+    let run = w.agent.data_dir.join("run").join(&server).join("run.json");
+    let pid = serde_json::from_slice::<Value>(&std::fs::read(run).unwrap()).unwrap()["pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next().unwrap();
+    assert_ne!(uid, "0", "freeciv does not run as root");
+
+    let sent = w.command(&server, "list").await;
+    assert_eq!(sent.0, 202, "{sent:?}");
+    live.until_line("List of players").await;
+    assert_eq!(w.power(&server, "stop").await.0, 202);
+    live.until_state("offline").await;
+    let lines = live.console_lines();
+    assert!(!lines.iter().any(|l| l.contains("was ended by signal")), "stopped by `quit`, not killed: {lines:?}");
 }

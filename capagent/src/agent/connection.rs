@@ -100,12 +100,14 @@ impl Agent {
             .map_err(|_| LinkError::Connect("the node token is not a valid header value".into()))?;
         request.headers_mut().insert("authorization", auth);
         let ws_config = tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(64 << 20));
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true).await.map_err(
-            |e| match e {
+        let dial = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+        let (mut ws, _) = tokio::time::timeout(Duration::from_secs(15), dial)
+            .await
+            .map_err(|_| LinkError::Connect("no answer within 15 s".into()))?
+            .map_err(|e| match e {
                 tungstenite::Error::Http(r) => LinkError::Rejected(r.status().as_u16()),
                 other => LinkError::Connect(other.to_string()),
-            },
-        )?;
+            })?;
         ws.send(text(&AgentMessage::Hello(hello(self)))).await.map_err(|e| LinkError::Lost(e.to_string()))?;
         let welcome = loop {
             let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
@@ -152,15 +154,17 @@ impl Agent {
         }
         *self.inner.out.lock().expect("out lock") = Some(Outbound { control: control_tx.clone(), bulk: bulk_tx });
 
+        let (ping_tx, mut pings) = mpsc::channel::<()>(4);
         let writer = tokio::spawn(async move {
             loop {
-                let message = tokio::select! {
+                let frame = tokio::select! {
                     biased;
-                    m = control.recv() => m,
-                    m = bulk.recv() => m,
+                    p = pings.recv() => p.map(|()| Message::Ping(Vec::new().into())),
+                    m = control.recv() => m.as_ref().map(text),
+                    m = bulk.recv() => m.as_ref().map(text),
                 };
-                let Some(message) = message else { return Ok(()) };
-                if let Err(e) = sink.send(text(&message)).await {
+                let Some(frame) = frame else { return Ok(()) };
+                if let Err(e) = sink.send(frame).await {
                     return Err(e.to_string());
                 }
             }
@@ -185,6 +189,8 @@ impl Agent {
                         disk_total_bytes,
                         servers_running: agent.running_count(),
                     };
+                    // The ping's pong tells the reader the panel is still there.
+                    let _ = ping_tx.try_send(());
                     if control.send(AgentMessage::Heartbeat(hb)).await.is_err() {
                         return;
                     }
@@ -203,11 +209,23 @@ impl Agent {
             })
         };
 
+        // A panel that stops answering (pongs included) for this long is given up on.
+        let silence = Duration::from_millis(welcome.heartbeat_interval_ms.max(100))
+            * (welcome.heartbeat_misses_allowed.max(1) + 1);
+        let mut last_heard = tokio::time::Instant::now();
+        let mut check = tokio::time::interval(silence / 4);
         let result = loop {
             let frame = tokio::select! {
                 f = stream.next() => f,
                 _ = control_tx.closed() => break Err(LinkError::Lost("writer stopped".into())),
+                _ = check.tick() => {
+                    if last_heard.elapsed() > silence {
+                        break Err(LinkError::Lost(format!("the panel was silent for {} ms", last_heard.elapsed().as_millis())));
+                    }
+                    continue;
+                }
             };
+            last_heard = tokio::time::Instant::now();
             let text = match frame {
                 Some(Ok(Message::Text(t))) => t,
                 Some(Ok(Message::Close(_))) | None => {

@@ -392,6 +392,9 @@ impl ProcessRuntime {
             // Nothing of the agent's own environment (tokens, secrets) reaches the game.
             .env_clear()
             .env("PATH", &self.config.path)
+            // The server's directory is its home (as in Pterodactyl's containers); games that
+            // keep settings under $HOME, such as freeciv, need one.
+            .env("HOME", dir)
             .envs(&spec.environment)
             .current_dir(dir)
             .process_group(0)

@@ -163,7 +163,15 @@ async fn run(s: Arc<PanelState>, node: NodeId, mut socket: WebSocket) {
     tracing::info!(%node, agent = %hello.agent_version, hostname = %hello.facts.hostname, "agent connected");
     let owned: HashSet<ServerId> = seqs.iter().map(|(id, _)| *id).collect();
     let sync = tokio::spawn(sync_node(s.clone(), node));
-    let mut conn = Connection { s: s.clone(), node, connection, owned, pending: HashMap::new(), next_id: 0 };
+    let mut conn = Connection {
+        s: s.clone(),
+        node,
+        connection,
+        owned,
+        pending: HashMap::new(),
+        next_id: 0,
+        published: HashMap::new(),
+    };
     let reason = conn.serve(&mut socket, calls).await;
     sync.abort();
     let _ = socket.send(Message::Close(None)).await;
@@ -218,6 +226,8 @@ struct Connection {
     owned: HashSet<ServerId>,
     pending: HashMap<u64, oneshot::Sender<Outcome>>,
     next_id: u64,
+    /// The state last published to browsers per server, on this connection.
+    published: HashMap<ServerId, ServerState>,
 }
 
 impl Connection {
@@ -314,7 +324,8 @@ impl Connection {
                 };
                 match self.s.db.servers().apply_reported_state(id, state, envelope.seq, self.s.now()).await {
                     Ok(applied) => {
-                        if applied.is_some() {
+                        // A state re-reported unchanged (after a sync) is not news for browsers.
+                        if applied.is_some() && self.published.insert(id, state) != Some(state) {
                             self.s.live.state(id, state);
                             if let Some(exit) = exit.filter(|_| state == ServerState::Crashed) {
                                 tracing::info!(server = %id, code = ?exit.code, signal = ?exit.signal, "server crashed");
