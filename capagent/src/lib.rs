@@ -1,4 +1,19 @@
-//! Ctrl-Alt-Play agent library: runtimes that run game servers and stream their consoles.
+//! Ctrl-Alt-Play agent library: runtimes that run game servers and stream their consoles, and
+//! the [`Agent`] that connects them to a panel.
+//!
+//! [`Agent`] is a node's agent: it dials the panel's `/api/agent/v1/connect` with the node's
+//! token, registers the node's facts, executes the panel's commands on a [`ProcessRuntime`], and
+//! reports state changes (resent until acknowledged), console lines and stats as numbered
+//! events. It detects crashes and applies the restart policy by itself, keeps its state under
+//! `<data_dir>/agent/`, and after a restart re-adopts the games that kept running:
+//!
+//! ```no_run
+//! # async fn run() -> capcore::Result<()> {
+//! let config = capagent::AgentConfig::new("http://panel.example:8080", "capn_…", "/var/lib/cap-agent");
+//! let agent = capagent::Agent::start(config).await?;
+//! agent.run(std::future::pending()).await; // reconnects with backoff until the future resolves
+//! # Ok(()) }
+//! ```
 //!
 //! [`ProcessRuntime`] runs each server as a host process in its own directory and process
 //! group, with only the environment it was given and within its resource limits (a cgroup per
@@ -12,7 +27,7 @@
 //! [`ProcessRuntime::adopt`] and carries on without losing or repeating a console line.
 //! [`ProcessRuntime::install`] runs a template's install script the same way.
 //!
-//! # Example
+//! # The process runtime
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {

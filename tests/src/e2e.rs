@@ -19,8 +19,10 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// A binary built by `cargo test --workspace` next to the test executables.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
+    // Test executables live in `target/<profile>/deps`, binaries of this crate beside the others.
+    let beside = exe.with_file_name(name);
+    let path =
+        if beside.exists() { beside } else { exe.parent().and_then(Path::parent).expect("target dir").join(name) };
     assert!(path.exists(), "{} is missing: run `cargo test --workspace`, which builds it", path.display());
     path
 }
@@ -157,6 +159,18 @@ impl AgentProcess {
             .env("CAP_NODE_TOKEN", token)
             .env("CAP_DATA_DIR", data_dir)
             .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start cap-agent");
+        Self { child, data_dir: data_dir.to_path_buf() }
+    }
+
+    /// Runs a prepared `cap-agent` command (its own environment) on `data_dir`.
+    pub fn from_command(mut command: tokio::process::Command, data_dir: &Path) -> Self {
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -414,3 +414,37 @@ async fn a_real_freeciv_server_runs_from_its_example_template() {
     let lines = live.console_lines();
     assert!(!lines.iter().any(|l| l.contains("was ended by signal")), "stopped by `quit`, not killed: {lines:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_minetest_server_runs_from_its_example_template_and_stops_on_sigint() {
+    if !std::path::Path::new("/usr/games/minetestserver").exists() {
+        assert!(
+            std::env::var_os("CAP_TEST_REQUIRE").is_none(),
+            "minetest-server is required: apt-get install minetest-server"
+        );
+        eprintln!("skipped: Debian's minetest-server is not installed");
+        return;
+    }
+    let w = world("minetest").await;
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/templates/minetest-server.json");
+    let spec: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    let (status, body) = w.panel.post("/api/templates", &w.panel.admin().await, spec).await;
+    assert_eq!(status, 200, "{body}");
+    let template = body["id"].as_str().unwrap().to_string();
+    let server = w.panel.server("mine", &w.owner_id, &w.node, &template).await;
+    w.panel.wait_state(&server, "offline").await;
+    let (_, allocations) = w.panel.get(&format!("/api/servers/{server}/allocations"), &w.owner).await;
+    let port = allocations[0]["port"].as_u64().unwrap();
+
+    let mut live = w.live(&server).await;
+    live.until_line(&format!("minetest will listen on 127.0.0.1:{port}")).await;
+    assert_eq!(w.power(&server, "start").await.0, 202);
+    // Only on its allocation's address, never on every interface.
+    live.until_line(&format!("listening on 127.0.0.1:{port}")).await;
+    live.until_state("running").await;
+    assert_eq!(w.power(&server, "stop").await.0, 202);
+    live.until_line("Ctrl-C pressed, shutting down").await;
+    live.until_state("offline").await;
+    let lines = live.console_lines();
+    assert!(!lines.iter().any(|l| l.contains("was ended by signal 9")), "stopped by SIGINT, not killed: {lines:?}");
+}

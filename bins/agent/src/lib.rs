@@ -30,6 +30,10 @@ pub struct Cli {
     /// `nobody`, since some games refuse to run as root and none should.
     #[arg(long, env = "CAP_RUN_AS")]
     pub run_as: Option<String>,
+    /// Console lines a server may print per second before the rest of that second is dropped
+    /// (with one marker line).
+    #[arg(long, env = "CAP_CONSOLE_LINES_PER_SECOND", default_value_t = 2000)]
+    pub console_lines_per_second: u32,
 }
 
 impl Cli {
@@ -51,6 +55,11 @@ impl Cli {
         let mut config = AgentConfig::new(self.panel_url.clone(), self.node_token.trim(), data_dir);
         config.runtime.run_as =
             RunAs::resolve(self.run_as.as_deref()).map_err(|e| anyhow::anyhow!("CAP_RUN_AS: {e}"))?;
+        if self.console_lines_per_second == 0 {
+            bail!("CAP_CONSOLE_LINES_PER_SECOND must be at least 1");
+        }
+        config.runtime.console.lines_per_interval = self.console_lines_per_second;
+        config.runtime.console.interval = std::time::Duration::from_secs(1);
         Ok(config)
     }
 }

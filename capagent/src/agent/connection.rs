@@ -164,7 +164,23 @@ impl Agent {
                     m = bulk.recv() => m.as_ref().map(text),
                 };
                 let Some(frame) = frame else { return Ok(()) };
-                if let Err(e) = sink.send(frame).await {
+                if let Err(e) = sink.feed(frame).await {
+                    return Err(e.to_string());
+                }
+                // Whatever else is already queued goes out in the same write.
+                for _ in 0..256 {
+                    let more = match control.try_recv() {
+                        Ok(m) => text(&m),
+                        Err(_) => match bulk.try_recv() {
+                            Ok(m) => text(&m),
+                            Err(_) => break,
+                        },
+                    };
+                    if let Err(e) = sink.feed(more).await {
+                        return Err(e.to_string());
+                    }
+                }
+                if let Err(e) = sink.flush().await {
                     return Err(e.to_string());
                 }
             }

@@ -90,7 +90,11 @@ pub(crate) async fn connect(
     let upgrade = upgrade.map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "websocket_required", "this route takes a WebSocket upgrade")
     })?;
+    // Small buffers per connection: a panel holds thousands of agents (they grow for large
+    // messages as needed).
     Ok(upgrade
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
         .max_message_size(s.config.agent_max_frame_bytes)
         .max_frame_size(s.config.agent_max_frame_bytes)
         .on_upgrade(move |socket| run(s, node.id, socket)))

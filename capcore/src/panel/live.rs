@@ -205,7 +205,11 @@ pub(crate) async fn server_ws(
         "permissions": effective(&subject, Scope::Server(id)).names(),
     });
     let session = Session { s: s.clone(), actor, credential, id, checked: Instant::now(), subject };
-    Ok(upgrade.max_message_size(16 * 1024).on_upgrade(move |socket| session.run(socket, hello)))
+    Ok(upgrade
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(16 * 1024)
+        .on_upgrade(move |socket| session.run(socket, hello)))
 }
 
 struct Session {
@@ -281,10 +285,24 @@ impl Session {
                         close(&mut socket, 1008, &e.to_string(), timeout).await;
                         return;
                     }
-                    if frame.console && !self.may(Permission::SERVER_CONSOLE) {
-                        continue;
+                    let console = self.may(Permission::SERVER_CONSOLE);
+                    // This frame and whatever else is already queued go out in one write.
+                    let mut batch: Vec<Utf8Bytes> = Vec::new();
+                    if console || !frame.console {
+                        batch.push(frame.json);
                     }
-                    if !send(&mut socket, frame.json, timeout).await {
+                    while batch.len() < 256 {
+                        match live.try_recv() {
+                            Ok(f) if console || !f.console => batch.push(f.json),
+                            Ok(_) => {}
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                close(&mut socket, 1008, &format!("too slow: {n} messages were dropped; reconnect"), timeout).await;
+                                return;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if !batch.is_empty() && !send_all(&mut socket, batch, timeout).await {
                         return;
                     }
                 }
@@ -348,6 +366,18 @@ fn error_frame(code: &str, message: &str) -> Utf8Bytes {
 /// Sends one frame; a browser that does not take it within `timeout` is given up on.
 async fn send(socket: &mut WebSocket, frame: Utf8Bytes, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, socket.send(Message::Text(frame))).await, Ok(Ok(())))
+}
+
+/// Sends frames with one flush at the end.
+async fn send_all(socket: &mut WebSocket, frames: Vec<Utf8Bytes>, timeout: Duration) -> bool {
+    use futures::SinkExt;
+    let write = async {
+        for f in frames {
+            socket.feed(Message::Text(f)).await?;
+        }
+        socket.flush().await
+    };
+    matches!(tokio::time::timeout(timeout, write).await, Ok(Ok(())))
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &str, timeout: Duration) {
