@@ -417,7 +417,31 @@ impl TestPanel {
     /// Keep the receiver: dropping it disconnects the node.
     pub fn attach_agent(&self, node: &str) -> FakeAgent {
         let (tx, mut calls) = mpsc::channel::<AgentCall>(8);
-        let status = AgentStatus {
+        let status = self.fake_status();
+        self.panel.state().agents.attach(node.parse::<NodeId>().expect("node id"), tx, status);
+        let (seen_tx, seen) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(call) = calls.recv().await {
+                // Recorded before the answer, so a test sees it once its request has returned.
+                let _ = seen_tx.send(call.command);
+                let _ = call.reply.send(Outcome::Ok);
+            }
+        });
+        FakeAgent { seen, task }
+    }
+
+    /// Connects a stand-in agent for `node` that takes every command and never answers (a hung
+    /// agent); dropping the receiver is the connection dropping.
+    pub fn attach_silent_agent(&self, node: &str) -> mpsc::Receiver<AgentCall> {
+        let (tx, calls) = mpsc::channel::<AgentCall>(8);
+        let mut status = self.fake_status();
+        status.agent_version = "silent".into();
+        self.panel.state().agents.attach(node.parse::<NodeId>().expect("node id"), tx, status);
+        calls
+    }
+
+    fn fake_status(&self) -> AgentStatus {
+        AgentStatus {
             agent_version: "fake".into(),
             protocol: capcore::protocol::v1::PROTOCOL_VERSION,
             facts: NodeFacts {
@@ -433,17 +457,7 @@ impl TestPanel {
             },
             connected_at: self.clock.now(),
             heartbeat: None,
-        };
-        self.panel.state().agents.attach(node.parse::<NodeId>().expect("node id"), tx, status);
-        let (seen_tx, seen) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            while let Some(call) = calls.recv().await {
-                // Recorded before the answer, so a test sees it once its request has returned.
-                let _ = seen_tx.send(call.command);
-                let _ = call.reply.send(Outcome::Ok);
-            }
-        });
-        FakeAgent { seen, task }
+        }
     }
 
     /// Moves the server through `path`, one legal transition at a time (a new server is

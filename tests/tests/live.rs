@@ -192,3 +192,57 @@ async fn cookie_sockets_must_come_from_the_panels_own_pages() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "websocket_required");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_does_not_answer_costs_a_request_its_timeout_and_no_more() {
+    let config = PanelConfig { agent_timeout: Duration::from_millis(200), ..config() };
+    let panel = TestPanel::start_with(cap_tests::test_auth_config(), config).await;
+    let (owner_id, owner) = panel.user("owner", &[]).await;
+    let (node, _, server) = panel.server_setup(&owner_id).await;
+    panel.set_state(&server, &[ServerState::Offline]).await;
+    let mut hung = panel.attach_silent_agent(&node);
+    let power = format!("/api/servers/{server}/power");
+    let message =
+        cap_tests::assert_error(&panel.post(&power, &owner, json!({"action": "start"})).await, 503, "unavailable");
+    assert!(message.contains("did not answer within 0.2 s"), "{message}");
+    assert!(hung.try_recv().is_ok(), "the command did reach the agent");
+    // The connection drops while a request waits: it fails at once, saying so.
+    let waiting = tokio::spawn({
+        let path = format!("/api/servers/{server}/command");
+        let body = json!({"command": "say hi"});
+        let (panel, owner) = (std::sync::Arc::new(panel), owner.clone());
+        async move {
+            let _ = panel.set_state(&server, &[ServerState::Starting, ServerState::Running]).await;
+            panel.post(&path, &owner, body).await
+        }
+    });
+    let call = hung.recv().await.expect("the command reached the agent");
+    drop(call);
+    drop(hung);
+    let message = cap_tests::assert_error(&waiting.await.unwrap(), 503, "unavailable");
+    assert!(message.contains("before answering") || message.contains("not connected"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_opens_the_live_socket_within_its_own_permissions() {
+    let (panel, addr, server, owner) = setup().await;
+    publish(&panel, &server, "for keys");
+    let (status, created) = panel
+        .post("/api/me/api-keys", &owner, json!({"name": "watch", "permissions": ["SERVER_VIEW", "SERVER_CONSOLE"]}))
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let key = Cred::bearer(created["secret"].as_str().unwrap());
+    let mut live = live_connect(addr, &server, &key).await.unwrap();
+    live.until_line("for keys").await;
+    // A key without console permission sees the state but not the lines.
+    let (_, narrow) =
+        panel.post("/api/me/api-keys", &owner, json!({"name": "state", "permissions": ["SERVER_VIEW"]})).await;
+    let mut narrow = live_connect(addr, &server, &Cred::bearer(narrow["secret"].as_str().unwrap())).await.unwrap();
+    let hello = narrow.next().await.unwrap();
+    assert_eq!(hello["permissions"], json!(["SERVER_VIEW"]), "{hello}");
+    narrow.send(json!({"type": "command", "command": "say hi"})).await;
+    let refused = narrow.until_kind("error", "an error", |_| true).await;
+    assert_eq!(refused["error"], "forbidden", "{refused}");
+    assert!(narrow.console_lines().is_empty());
+    assert_eq!(live_connect(addr, &server, &Cred::bearer("cap_forgedkey_0000")).await.err(), Some(401));
+}
