@@ -364,6 +364,12 @@ impl LiveClient {
         .await
     }
 
+    /// Forgets what was received so far (to bound memory in long runs); searches start afresh.
+    pub fn forget(&mut self) {
+        self.seen.clear();
+        self.cursors.clear();
+    }
+
     /// The states seen so far, in order.
     pub fn states(&self) -> Vec<String> {
         self.seen

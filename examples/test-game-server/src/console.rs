@@ -43,7 +43,7 @@ impl Console {
             b"help" => {
                 reply
                     .stdout
-                    .push(b"Commands: help, say <text>, list, echo-env <NAME>, echo-args, stop, crash".to_vec());
+                    .push(b"Commands: help, say <text>, list, echo-env <NAME>, echo-args, clock, stop, crash".to_vec());
             }
             // The text after `say ` goes out exactly as it came in: argv- and shell-safety tests compare bytes.
             b"say" => reply.stdout.push([&b"[Server] "[..], rest].concat()),

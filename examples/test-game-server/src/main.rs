@@ -44,6 +44,7 @@
 //! | `echo-args` | `arg[<i>]=<value>` for every argv element, argv\[0\] included |
 //! | `stop` | `Stopping server`, exit 0 (`Refusing to stop` with `--hang-on-stop`) |
 //! | `crash` | `Crashing on request`, exit 3 |
+//! | `clock` | `clock <microseconds since the Unix epoch>`, read just before the line is written |
 //! | anything else | `Unknown command: <cmd>`; blank lines print nothing |
 //!
 //! A signal (without `--hang-on-stop`) prints `Stopping server (signal)` and exits 0.
@@ -150,6 +151,14 @@ fn read_console(console: &Console) {
         }
         if line.last() == Some(&b'\n') {
             line.pop();
+        }
+        // `clock` reads the clock, so it is answered here rather than by the pure `respond`: the
+        // time the line is written, for measuring how long a line takes to reach a reader.
+        if line.trim_ascii() == b"clock" {
+            let micros =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+            let _ = output::line(format!("clock {micros}"));
+            continue;
         }
         let mut reply = console.respond(&line, |name: &std::ffi::OsStr| std::env::var_os(name));
         for text in &reply.stderr {

@@ -402,3 +402,16 @@ fn argument_with_an_os_string_value_is_passed_through() {
     let line = server.wait_for("arg[2]", |line| line.starts_with(b"arg[2]="));
     assert_eq!(line, [&b"arg[2]="[..], raw.as_bytes()].concat());
 }
+
+#[test]
+fn clock_prints_the_time_the_line_was_written() {
+    let mut server = start(&[]);
+    server.wait_for_ready();
+    let micros = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
+    let before = micros();
+    server.send("clock");
+    let line = server.wait_for("the clock line", |line| line.starts_with(b"clock "));
+    let after = micros();
+    let stamped: u128 = String::from_utf8(line[6..].to_vec()).unwrap().parse().unwrap();
+    assert!(before <= stamped && stamped <= after, "{before} <= {stamped} <= {after}");
+}

@@ -154,7 +154,7 @@ async fn console_figures(a: &Args) {
             break;
         }
     }
-    live.seen.clear();
+    live.forget();
     let through = last - first.expect("flood lines arrived");
     let mb = bytes.len() as f64 / 1e6;
     let delivered_mb = mb * got as f64 / a.lines as f64;
@@ -195,7 +195,7 @@ async fn console_figures(a: &Args) {
         live.until_line(&format!("[Server] rt {i}")).await;
         samples.push(started.elapsed());
         if live.seen.len() > 10_000 {
-            live.seen.clear();
+            live.forget();
         }
     }
     samples.sort();
@@ -204,6 +204,26 @@ async fn console_figures(a: &Args) {
         a.samples,
         percentile(&samples, 0.5).as_micros(),
         percentile(&samples, 0.99).as_micros()
+    );
+    // One way: the game stamps the line with the time it writes it; the browser notes arrival.
+    let mut one_way = Vec::with_capacity(a.samples);
+    let now_micros = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
+    for _ in 0..a.samples {
+        live.send(json!({"type": "command", "command": "clock"})).await;
+        let line = live.until_line("clock ").await;
+        let arrived = now_micros();
+        let stamped: u128 = line["line"].as_str().unwrap()[6..].parse().unwrap();
+        one_way.push(Duration::from_micros(arrived.saturating_sub(stamped) as u64));
+        if live.seen.len() > 10_000 {
+            live.forget();
+        }
+    }
+    one_way.sort();
+    println!(
+        "console line one way (game writes it -> browser has it), {} samples: p50 {} us, p99 {} us",
+        a.samples,
+        percentile(&one_way, 0.5).as_micros(),
+        percentile(&one_way, 0.99).as_micros()
     );
 
     // Agent memory with 50 idle servers running.
