@@ -56,7 +56,10 @@ async fn specs_of_another_node_and_unknown_servers_are_refused() {
         code(&agent.execute(Command::Create { server: Box::new(foreign.clone()) }, T).await),
         Some(ErrorCode::Forbidden)
     );
-    assert_eq!(code(&agent.execute(Command::Sync { servers: vec![foreign] }, T).await), Some(ErrorCode::Forbidden));
+    assert_eq!(
+        code(&agent.execute(Command::Sync { servers: vec![foreign], keep: vec![] }, T).await),
+        Some(ErrorCode::Forbidden)
+    );
     assert!(agent.servers().is_empty(), "nothing was created");
     assert!(!dir.join("servers").join(id.to_string()).exists());
     for command in [
@@ -103,4 +106,22 @@ async fn a_server_lives_through_protocol_commands() {
     assert!(!dir.join("servers").join(id.to_string()).exists(), "its directory is gone");
     assert!(!dir.join("agent/servers").join(format!("{id}.json")).exists(), "its record is gone");
     assert_eq!(agent.execute(Command::Delete { server_id: id }, T).await, Outcome::Ok, "deleting twice is fine");
+}
+
+#[tokio::test]
+async fn a_sync_removes_only_servers_neither_listed_nor_kept() {
+    let (agent, dir) = agent("sync").await;
+    let (listed, kept, dropped) = (spec(node()), spec(node()), spec(node()));
+    for s in [&listed, &kept, &dropped] {
+        assert_eq!(agent.execute(Command::Create { server: Box::new(s.clone()) }, T).await, Outcome::Ok);
+    }
+    let sync = Command::Sync { servers: vec![listed.clone()], keep: vec![kept.server_id] };
+    assert_eq!(agent.execute(sync, T).await, Outcome::Ok);
+    let mut have: Vec<ServerId> = agent.servers().into_iter().map(|(id, _)| id).collect();
+    have.sort();
+    let mut want = vec![listed.server_id, kept.server_id];
+    want.sort();
+    assert_eq!(have, want);
+    assert!(dir.join("servers").join(kept.server_id.to_string()).is_dir(), "a kept server keeps its files");
+    assert!(!dir.join("servers").join(dropped.server_id.to_string()).exists());
 }

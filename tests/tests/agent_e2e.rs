@@ -448,3 +448,34 @@ async fn a_real_minetest_server_runs_from_its_example_template_and_stops_on_sigi
     let lines = live.console_lines();
     assert!(!lines.iter().any(|l| l.contains("was ended by signal 9")), "stopped by SIGINT, not killed: {lines:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_spec_cannot_be_built_keeps_its_files_across_a_reconnect() {
+    let mut w = world("keep").await;
+    let template = w.panel.game_template("keep-game", &[], stop_command()).await;
+    let server = w.panel.server("kept", &w.owner_id, &w.node, &template).await;
+    w.panel.wait_state(&server, "offline").await;
+    let files = w.agent.data_dir.join("servers").join(&server).join("installed.txt");
+    assert!(files.exists());
+    // The template now needs a variable the server does not have: its spec cannot be built.
+    let admin = w.panel.admin().await;
+    let (_, current) = w.panel.get(&format!("/api/templates/{template}"), &admin).await;
+    let mut spec = current["spec"].clone();
+    spec["startup"] = json!(format!("{} -- {{{{NEW_SETTING}}}}", spec["startup"].as_str().unwrap()));
+    spec["variables"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "New setting", "env": "NEW_SETTING", "default": "x", "rules": "required|string|max:8"}));
+    let (status, body) = w.panel.json(Method::PUT, &format!("/api/templates/{template}"), &admin, spec).await;
+    assert_eq!(status, 200, "{body}");
+    // A reconnect syncs: the server is not in the list, but the panel still has it.
+    w.agent.kill9().await;
+    w.panel.wait_node(&w.node, false).await;
+    let data_dir = w.agent.data_dir.clone();
+    w.agent = AgentProcess::spawn(w.addr, &w.token, &data_dir);
+    w.panel.wait_node(&w.node, true).await;
+    w.panel.wait_state(&server, "offline").await;
+    assert!(files.exists(), "the agent kept the server's files");
+    let message = assert_error(&w.power(&server, "start").await, 422, "invalid");
+    assert!(message.contains("NEW_SETTING"), "{message}");
+}

@@ -69,15 +69,21 @@ impl Agent {
         let (min, max) = (self.inner.config.backoff_min, self.inner.config.backoff_max);
         let mut backoff = min;
         loop {
+            let began = tokio::time::Instant::now();
             let attempt = tokio::select! {
                 r = self.connect_once() => r,
                 _ = &mut shutdown => return,
             };
+            // Only a connection that lasted resets the backoff: a panel that accepts and drops
+            // at once must not be redialled by every agent at once.
+            let lasted = began.elapsed() > Duration::from_secs(10);
             match attempt {
                 Ok(()) => backoff = min,
                 Err(LinkError::Lost(reason)) => {
                     tracing::warn!(%reason, "lost the panel; reconnecting");
-                    backoff = min;
+                    if lasted {
+                        backoff = min;
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot connect to the panel"),
             }
@@ -148,6 +154,7 @@ impl Agent {
         let (control_tx, mut control) = mpsc::channel::<AgentMessage>(1024);
         let (bulk_tx, mut bulk) = mpsc::channel::<AgentMessage>(8192);
         let last: HashMap<_, _> = welcome.last_seq.iter().map(|s| (s.server_id, s.seq)).collect();
+        self.catch_up(&last);
         // Resend first, then open the queues to new events: order per server is kept.
         for envelope in self.unacked(&last) {
             let _ = control_tx.try_send(AgentMessage::Event(envelope));

@@ -345,6 +345,22 @@ impl Agent {
         out
     }
 
+    /// Raises each server's event counter to at least what the panel has applied, so that a
+    /// counter lost with the agent's data never makes new events look old.
+    pub(crate) fn catch_up(&self, last_seq: &HashMap<ServerId, u64>) {
+        let mut servers = self.inner.servers.lock().expect("servers lock");
+        for (id, slot) in servers.iter_mut() {
+            let Some(&applied) = last_seq.get(id) else { continue };
+            if slot.seq < applied {
+                slot.seq = applied;
+                slot.record.seq_ceiling = applied + SEQ_BLOCK;
+                if let Err(e) = self.inner.store.save(&slot.record) {
+                    tracing::warn!(server = %id, error = %e, "cannot save server record");
+                }
+            }
+        }
+    }
+
     pub(crate) fn acknowledge(&self, ack: ServerSeq) {
         self.with_slot(ack.server_id, |s| s.outbox.retain(|e| e.seq > ack.seq));
     }
@@ -411,7 +427,7 @@ impl Agent {
             Command::Kill { server_id } => self.kill(server_id).await,
             Command::SendCommand { server_id, line } => self.send_command(server_id, &line).await,
             Command::Delete { server_id } => self.delete(server_id).await,
-            Command::Sync { servers } => self.sync(servers).await,
+            Command::Sync { servers, keep } => self.sync(servers, keep).await,
         };
         match result {
             Ok(()) => Outcome::Ok,
@@ -450,7 +466,7 @@ impl Agent {
     async fn install(&self, id: ServerId) -> Result<(), Outcome> {
         self.known(id)?;
         let lock = self.lock_of(id);
-        let guard = lock.clone().lock_owned().await;
+        let guard = lock.lock().await;
         match self.state_of(id) {
             Some(s) if s.is_up() || s == ServerState::Installing || s == ServerState::Stopping => {
                 return Err(outcome_error(ErrorCode::Conflict, format!("cannot install while the server is {s}")));
@@ -458,9 +474,11 @@ impl Agent {
             _ => {}
         }
         self.set_state(id, ServerState::Installing, None);
+        // `installing` keeps starts away; the lock is not held for the script's whole run, so
+        // spec updates and syncs are not held up by a long install.
+        drop(guard);
         let agent = self.clone();
         tokio::spawn(async move {
-            let _guard = guard;
             let script = agent.with_slot(id, |s| s.record.spec.install.clone()).flatten();
             let ok = match script {
                 None => true,
@@ -652,11 +670,12 @@ impl Agent {
 
     /// Reconciles to the panel's complete list: creates what is missing (and installs what was
     /// never installed), removes what the panel no longer has, and reports every state.
-    async fn sync(&self, specs: Vec<ServerSpec>) -> Result<(), Outcome> {
+    async fn sync(&self, specs: Vec<ServerSpec>, keep: Vec<ServerId>) -> Result<(), Outcome> {
         for spec in &specs {
             self.check_node(spec)?;
         }
-        let wanted: std::collections::HashSet<ServerId> = specs.iter().map(|s| s.server_id).collect();
+        let mut wanted: std::collections::HashSet<ServerId> = specs.iter().map(|s| s.server_id).collect();
+        wanted.extend(keep.iter().copied());
         let extra: Vec<ServerId> =
             self.servers().into_iter().map(|(id, _)| id).filter(|id| !wanted.contains(id)).collect();
         for id in extra {
@@ -670,12 +689,24 @@ impl Agent {
                 failures.push(format!("{id}: {message}"));
                 continue;
             }
+            let lock = self.lock_of(id);
+            let guard = lock.lock().await;
             let (installed, state) =
                 self.with_slot(id, |s| (s.record.installed, s.state)).unwrap_or((true, ServerState::Offline));
             if !installed && state == ServerState::Offline {
+                drop(guard);
                 let _ = self.install(id).await;
             } else {
-                // The panel may have marked it unknown while we were apart: say what it is.
+                // The panel may have marked it unknown while we were apart: say what it is
+                // (under the server's lock, so a change cannot slip in between).
+                self.set_state(id, state, None);
+            }
+        }
+        // Kept servers (no spec this time) still get their true state reported.
+        for id in keep {
+            let lock = self.lock_of(id);
+            let _guard = lock.lock().await;
+            if let Some(state) = self.state_of(id) {
                 self.set_state(id, state, None);
             }
         }

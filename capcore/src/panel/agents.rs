@@ -69,6 +69,8 @@ struct Link {
 pub struct AgentRegistry {
     links: RwLock<HashMap<NodeId, Link>>,
     next_connection: AtomicU64,
+    /// Serialises a node's connection set-up and tear-down.
+    node_locks: std::sync::Mutex<HashMap<NodeId, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn offline() -> Error {
@@ -98,6 +100,13 @@ impl AgentRegistry {
         } else {
             false
         }
+    }
+
+    /// Holds the node's set-up/tear-down lock: the gateway takes it while it welcomes a
+    /// connection and while it marks a lost node's servers unknown.
+    pub async fn lock_node(&self, node: NodeId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.node_locks.lock().expect("node locks").entry(node).or_default().clone();
+        lock.lock_owned().await
     }
 
     /// Whether `connection` is the node's current connection.

@@ -100,6 +100,15 @@ pub(crate) async fn connect(
         .on_upgrade(move |socket| run(s, node.id, socket)))
 }
 
+/// Sends one frame; an agent that does not take it within 10 s is given up on.
+async fn send(socket: &mut WebSocket, frame: Message) -> std::result::Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(10), socket.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("send failed: {e}")),
+        Err(_) => Err("the agent did not take a message within 10 s".into()),
+    }
+}
+
 fn text(message: &PanelMessage) -> Message {
     Message::Text(Utf8Bytes::from(serde_json::to_string(message).expect("panel messages serialize")))
 }
@@ -123,7 +132,7 @@ async fn run(s: Arc<PanelState>, node: NodeId, mut socket: WebSocket) {
             _ => {
                 let refused =
                     Refused { reason: "the first message must be a hello".into(), panel_protocol: PROTOCOL_VERSION };
-                let _ = socket.send(text(&PanelMessage::Refused(refused))).await;
+                let _ = send(&mut socket, text(&PanelMessage::Refused(refused))).await;
                 return;
             }
         },
@@ -133,11 +142,12 @@ async fn run(s: Arc<PanelState>, node: NodeId, mut socket: WebSocket) {
         Ok(p) => p,
         Err(refused) => {
             tracing::warn!(%node, reason = %refused.reason, "agent refused");
-            let _ = socket.send(text(&PanelMessage::Refused(refused))).await;
-            let _ = socket.send(Message::Close(None)).await;
+            let _ = send(&mut socket, text(&PanelMessage::Refused(refused))).await;
+            let _ = send(&mut socket, Message::Close(None)).await;
             return;
         }
     };
+    let guard = s.agents.lock_node(node).await;
     let seqs = match s.db.servers().reported_seqs(node).await {
         Ok(seqs) => seqs,
         Err(e) => {
@@ -152,7 +162,7 @@ async fn run(s: Arc<PanelState>, node: NodeId, mut socket: WebSocket) {
         heartbeat_misses_allowed: s.config.agent_heartbeat_misses,
         last_seq: seqs.iter().map(|&(server_id, seq)| ServerSeq { server_id, seq }).collect(),
     };
-    if socket.send(text(&PanelMessage::Welcome(welcome))).await.is_err() {
+    if send(&mut socket, text(&PanelMessage::Welcome(welcome))).await.is_err() {
         return;
     }
     let (calls_tx, calls) = mpsc::channel(256);
@@ -164,6 +174,7 @@ async fn run(s: Arc<PanelState>, node: NodeId, mut socket: WebSocket) {
         heartbeat: None,
     };
     let connection = s.agents.attach(node, calls_tx, status);
+    drop(guard);
     tracing::info!(%node, agent = %hello.agent_version, hostname = %hello.facts.hostname, "agent connected");
     let owned: HashSet<ServerId> = seqs.iter().map(|(id, _)| *id).collect();
     let sync = tokio::spawn(sync_node(s.clone(), node));
@@ -178,7 +189,10 @@ async fn run(s: Arc<PanelState>, node: NodeId, mut socket: WebSocket) {
     };
     let reason = conn.serve(&mut socket, calls).await;
     sync.abort();
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = send(&mut socket, Message::Close(None)).await;
+    // Under the node's lock, so a reconnect that is already being welcomed does not see its
+    // fresh states overwritten with `unknown`.
+    let _guard = s.agents.lock_node(node).await;
     if s.agents.detach(node, connection) {
         tracing::warn!(%node, %reason, "agent disconnected; its servers are unknown until it returns");
         match s.db.servers().mark_node_unknown(node, s.now()).await {
@@ -217,7 +231,9 @@ async fn sync_node(s: Arc<PanelState>, node: NodeId) {
         }
         page += 1;
     }
-    if let Err(e) = s.agents.call(node, Command::Sync { servers: specs }, s.config.agent_timeout * 4).await {
+    // `keep` is filled in by the connection with every server it knows of that is not listed.
+    let sync = Command::Sync { servers: specs, keep: Vec::new() };
+    if let Err(e) = s.agents.call(node, sync, s.config.agent_timeout * 4).await {
         tracing::warn!(%node, error = %e, "sync with the agent failed");
     }
 }
@@ -282,16 +298,28 @@ impl Connection {
     async fn forward(&mut self, socket: &mut WebSocket, call: AgentCall) -> std::result::Result<(), String> {
         self.next_id += 1;
         let id = self.next_id;
-        match &call.command {
+        let mut command = call.command;
+        match &mut command {
             Command::Create { server } if server.node_id == self.node => {
                 self.owned.insert(server.server_id);
             }
-            Command::Sync { servers } => self.owned.extend(servers.iter().map(|s| s.server_id)),
+            // Every server of the node this connection knows of and the list lacks (its spec
+            // failed to build, or it was created while the list was read) is kept: a sync never
+            // removes a server the panel still has.
+            Command::Sync { servers, keep } => {
+                let listed: HashSet<ServerId> = servers.iter().map(|s| s.server_id).collect();
+                keep.extend(self.owned.iter().filter(|id| !listed.contains(id)));
+                keep.sort();
+                self.owned.extend(listed);
+            }
+            Command::Delete { server_id } => {
+                self.owned.remove(server_id);
+            }
             _ => {}
         }
-        let request = Request { id, timeout_ms: call.timeout.as_millis() as u64, command: call.command };
+        let request = Request { id, timeout_ms: call.timeout.as_millis() as u64, command };
         self.pending.insert(id, call.reply);
-        socket.send(text(&PanelMessage::Request(request))).await.map_err(|e| format!("send failed: {e}"))
+        send(socket, text(&PanelMessage::Request(request))).await
     }
 
     async fn handle(&mut self, socket: &mut WebSocket, message: AgentMessage) -> std::result::Result<(), String> {
@@ -346,7 +374,7 @@ impl Connection {
                     }
                 }
                 let ack = PanelMessage::Ack(ServerSeq { server_id: id, seq: envelope.seq });
-                socket.send(text(&ack)).await.map_err(|e| format!("send failed: {e}"))?;
+                send(socket, text(&ack)).await?;
             }
         }
         Ok(())

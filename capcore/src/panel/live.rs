@@ -38,7 +38,7 @@ use serde_json::json;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// One message for subscribers, serialised once.
 #[derive(Clone, Debug)]
@@ -212,6 +212,7 @@ pub(crate) async fn server_ws(
         .on_upgrade(move |socket| session.run(socket, hello)))
 }
 
+#[derive(Clone)]
 struct Session {
     s: Arc<PanelState>,
     actor: Actor,
@@ -249,8 +250,12 @@ impl Session {
         is_allowed(&self.subject, permission, Scope::Server(self.id))
     }
 
-    async fn run(mut self, mut socket: WebSocket, hello: serde_json::Value) {
+    async fn run(mut self, mut socket: WebSocket, mut hello: serde_json::Value) {
         let (replay, stats, mut live) = self.s.live.subscribe(self.id);
+        // The state as of now that the feed is subscribed: a change from here on is in the feed.
+        if let Ok(server) = self.s.db.servers().get(self.id).await {
+            hello["state"] = json!(server.state);
+        }
         let mut first = vec![Utf8Bytes::from(hello.to_string())];
         if self.may(Permission::SERVER_CONSOLE) {
             first.extend(replay);
@@ -264,6 +269,22 @@ impl Session {
         }
         let limit = self.s.config.ws_messages_per_second.max(1);
         let mut window = (Instant::now(), 0u32);
+        // Browser messages are handled one at a time by a worker, so a power action waiting on
+        // its agent never holds up the live feed.
+        let (inbound_tx, mut inbound_rx) = mpsc::channel::<Utf8Bytes>(4);
+        let (reply_tx, mut replies) = mpsc::channel::<Utf8Bytes>(4);
+        let mut worker_session = self.clone();
+        let worker = tokio::spawn(async move {
+            while let Some(text) = inbound_rx.recv().await {
+                let reply = worker_session.inbound(&text).await;
+                if let Some(reply) = reply
+                    && reply_tx.send(reply).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let _stop_worker = AbortOnDrop(worker);
         loop {
             // Live frames first: whatever was published before an inbound message is answered
             // goes out before the answer.
@@ -306,6 +327,15 @@ impl Session {
                         return;
                     }
                 }
+                reply = replies.recv() => {
+                    // The worker re-checked the caller's permissions: so does the feed now.
+                    self.checked = Instant::now() - Duration::from_secs(2);
+                    if let Some(reply) = reply
+                        && !send(&mut socket, reply, timeout).await
+                    {
+                        return;
+                    }
+                }
                 inbound = socket.recv() => {
                     let text = match inbound {
                         Some(Ok(Message::Text(t))) => t,
@@ -322,8 +352,10 @@ impl Session {
                     }
                     let reply = if window.1 > limit {
                         Some(error_frame("rate_limited", &format!("at most {limit} messages per second")))
+                    } else if inbound_tx.try_send(text).is_err() {
+                        Some(error_frame("busy", "earlier messages are still being handled; wait for their answers"))
                     } else {
-                        self.inbound(&text).await
+                        None
                     };
                     if let Some(reply) = reply
                         && !send(&mut socket, reply, timeout).await
@@ -356,6 +388,15 @@ impl Session {
             let api = ApiError::from(e);
             error_frame(api.code, &api.message)
         })
+    }
+}
+
+/// Aborts the task when dropped (the socket's worker ends with the socket).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -593,11 +593,13 @@ fn power_permission(action: PowerAction) -> Permission {
 /// Whether the action makes sense in this state; `Conflict` says why not.
 fn check_power_state(state: ServerState, action: PowerAction) -> Result<()> {
     use ServerState::*;
+    // `unknown` with a connected agent (a sync that has not reported yet): the agent knows, and
+    // refuses what does not fit.
     let ok = match action {
-        PowerAction::Start => matches!(state, Offline | Crashed),
-        PowerAction::Stop => matches!(state, Starting | Running),
-        PowerAction::Kill => matches!(state, Starting | Running | Stopping),
-        PowerAction::Restart => matches!(state, Offline | Crashed | Starting | Running),
+        PowerAction::Start => matches!(state, Offline | Crashed | Unknown),
+        PowerAction::Stop => matches!(state, Starting | Running | Unknown),
+        PowerAction::Kill => matches!(state, Starting | Running | Stopping | Unknown),
+        PowerAction::Restart => matches!(state, Offline | Crashed | Starting | Running | Unknown),
     };
     if ok { Ok(()) } else { Err(Error::conflict(format!("cannot {} a server that is {state}", action.as_str()))) }
 }

@@ -169,9 +169,14 @@ pub enum Command {
     Delete {
         server_id: ServerId,
     },
-    /// The complete list of servers the node should have; the agent reconciles to it.
+    /// The servers the node should have; the agent creates what it lacks and removes what is
+    /// neither in `servers` nor in `keep`.
     Sync {
         servers: Vec<ServerSpec>,
+        /// Servers the panel has but could not describe now (their spec failed to build, or they
+        /// appeared while the list was read): never removed by this sync.
+        #[serde(default)]
+        keep: Vec<ServerId>,
     },
 }
 

@@ -157,7 +157,13 @@ fn panel_messages_match_their_golden_files() {
         ("kill", Command::Kill { server_id: id }),
         ("send_command", Command::SendCommand { server_id: id, line: "say hi; $(whoami)".into() }),
         ("delete", Command::Delete { server_id: id }),
-        ("sync", Command::Sync { servers: vec![spec()] }),
+        (
+            "sync",
+            Command::Sync {
+                servers: vec![spec()],
+                keep: vec![ServerId(Uuid::from_u128(0x5e17_0000_0000_4000_8000_0000_0000_0009))],
+            },
+        ),
     ];
     for (i, (name, command)) in commands.into_iter().enumerate() {
         let request = PanelMessage::Request(Request { id: 100 + i as u64, timeout_ms: 30_000, command });
