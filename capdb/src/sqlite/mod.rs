@@ -28,6 +28,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "agent_seq", include_str!("migrations/0002_agent_seq.sql")),
 ];
 
+/// SHA-256 (hex) of a migration's SQL, recorded with it.
+fn checksum_of(sql: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A SQLite database: a pool and one repository per table group.
 #[derive(Debug, Clone)]
 pub struct SqliteDatabase {
@@ -44,6 +50,23 @@ pub struct SqliteDatabase {
 }
 
 impl SqliteDatabase {
+    /// `cap_migrations.checksum` arrived after the first release; add it where it is missing.
+    async fn add_checksum_column(&self) -> Result<()> {
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('cap_migrations')")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        if !columns.iter().any(|c| c == "checksum") {
+            match sqlx::raw_sql("ALTER TABLE cap_migrations ADD COLUMN checksum TEXT").execute(&self.pool).await {
+                Ok(_) => {}
+                // Another panel added it meanwhile.
+                Err(e) if e.to_string().contains("duplicate column") => {}
+                Err(e) => return Err(db(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Opens (creating if missing) the database at `url` (`sqlite://path`, `sqlite::memory:`).
     pub async fn connect(url: &str, config: &DbConfig) -> Result<Self> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -116,6 +139,10 @@ impl Database for SqliteDatabase {
         &self.audit
     }
 
+    /// Applies the missing migrations, each in its own `BEGIN IMMEDIATE` transaction (so two
+    /// panels starting at once on one file apply each exactly once). Refuses a database whose
+    /// schema is newer than this build, or whose applied migrations differ from this build's
+    /// (by SHA-256 of their SQL).
     async fn migrate(&self) -> Result<u32> {
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS cap_migrations (version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL)",
@@ -123,6 +150,41 @@ impl Database for SqliteDatabase {
         .execute(&self.pool)
         .await
         .map_err(db)?;
+        self.add_checksum_column().await?;
+        let known = MIGRATIONS.iter().map(|(v, _, _)| *v).max().unwrap_or(0);
+        let recorded: Vec<(i64, String, Option<String>)> =
+            sqlx::query_as("SELECT version, name, checksum FROM cap_migrations ORDER BY version")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        for (version, name, checksum) in &recorded {
+            if *version > known {
+                return Err(Error::conflict(format!(
+                    "the database schema is at version {version} ({name}), newer than this build knows \
+                     (up to {known}): run a cap-panel at least as new as the one that migrated it"
+                )));
+            }
+            let Some((_, _, sql)) = MIGRATIONS.iter().find(|(v, _, _)| v == version) else { continue };
+            match checksum {
+                Some(c) if *c != checksum_of(sql) => {
+                    return Err(Error::conflict(format!(
+                        "migration {version} ({name}) in the database differs from this build's (checksum {c}, \
+                         expected {}); the schema was changed outside cap-panel",
+                        checksum_of(sql)
+                    )));
+                }
+                Some(_) => {}
+                // Recorded before checksums were kept: record this build's.
+                None => {
+                    sqlx::query("UPDATE cap_migrations SET checksum = ? WHERE version = ? AND checksum IS NULL")
+                        .bind(checksum_of(sql))
+                        .bind(version)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db)?;
+                }
+            }
+        }
         let mut applied = 0;
         for (version, name, sql) in MIGRATIONS {
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
@@ -135,9 +197,10 @@ impl Database for SqliteDatabase {
                 continue;
             }
             sqlx::raw_sql(AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(db)?;
-            sqlx::query("INSERT INTO cap_migrations (version, name) VALUES (?, ?)")
+            sqlx::query("INSERT INTO cap_migrations (version, name, checksum) VALUES (?, ?, ?)")
                 .bind(version)
                 .bind(name)
+                .bind(checksum_of(sql))
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
