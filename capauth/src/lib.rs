@@ -6,6 +6,8 @@
 //!   and per IP. It stores everything through `capcore`'s `Database` and `Cache` traits, so it
 //!   works with every backend.
 //! - [`MemoryCache`]: the in-process `Cache` (values with TTL, counters, publish/subscribe).
+//! - `RedisCache` (feature `redis`): the same `Cache` on a Redis server, so several panels share
+//!   sessions, rate limits and events.
 //!
 //! # Example
 //!
@@ -34,9 +36,13 @@
 mod authenticator;
 mod memory_cache;
 pub mod password;
+#[cfg(feature = "redis")]
+mod redis_cache;
 pub mod token;
 pub mod totp;
 
 pub use authenticator::{API_KEY_PREFIX, AuthConfig, CapAuthenticator};
 pub use memory_cache::{MemoryCache, MemoryCacheConfig};
 pub use password::PasswordConfig;
+#[cfg(feature = "redis")]
+pub use redis_cache::{RedisCache, RedisCacheConfig};

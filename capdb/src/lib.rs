@@ -1,7 +1,8 @@
 //! Database backends for Ctrl-Alt-Play: implementations of `capcore::backend::Database`.
 //!
 //! Pick a backend by URL with [`connect`]; `sqlite://` is the embedded default (feature
-//! `sqlite`, on by default). A scheme whose backend is compiled out fails with an error naming
+//! `sqlite`, on by default) and `postgres://` (or `postgresql://`) the shared one for several
+//! panels (feature `postgres`, on by default). A scheme whose backend is compiled out fails with an error naming
 //! the feature to enable. Each backend runs the same conformance suite
 //! (`capcore::database_conformance_tests!`).
 //!
@@ -28,8 +29,11 @@
 //! ```
 
 pub mod cached;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 mod error;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -42,7 +46,7 @@ use std::time::Duration;
 /// Settings shared by every backend.
 #[derive(Clone, Debug)]
 pub struct DbConfig {
-    /// Pool size (SQLite in-memory databases always use 1).
+    /// Pool size, per panel process (SQLite in-memory databases always use 1).
     pub max_connections: u32,
     /// How long to wait for a connection before `Unavailable`.
     pub acquire_timeout: Duration,
@@ -55,6 +59,7 @@ impl Default for DbConfig {
 }
 
 /// Opens the database at `url`, choosing the backend by scheme. Does not migrate.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(unused_variables))]
 pub async fn connect(url: &str, config: &DbConfig) -> Result<Arc<dyn Database>> {
     let scheme = url.split(':').next().unwrap_or_default();
     match scheme {
@@ -62,7 +67,11 @@ pub async fn connect(url: &str, config: &DbConfig) -> Result<Arc<dyn Database>> 
         "sqlite" => Ok(Arc::new(sqlite::SqliteDatabase::connect(url, config).await?)),
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(compiled_out("sqlite")),
-        "postgres" | "postgresql" | "mysql" | "mariadb" | "mongodb" => {
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresDatabase::connect(url, config).await?)),
+        #[cfg(not(feature = "postgres"))]
+        "postgres" | "postgresql" => Err(compiled_out("postgres")),
+        "mysql" | "mariadb" | "mongodb" => {
             Err(Error::invalid("database_url", format!("the `{scheme}` backend is not available in this build")))
         }
         _ => Err(Error::invalid(
@@ -72,7 +81,7 @@ pub async fn connect(url: &str, config: &DbConfig) -> Result<Arc<dyn Database>> 
     }
 }
 
-#[cfg(not(feature = "sqlite"))]
+#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
 fn compiled_out(feature: &str) -> Error {
     Error::invalid(
         "database_url",

@@ -1,5 +1,6 @@
 //! SQLite migrations: applied once even when two panels start at once, checksummed, and a
 //! schema newer than this build refused with a clear message.
+#![cfg(feature = "sqlite")]
 
 use capcore::backend::Database;
 use std::sync::Arc;

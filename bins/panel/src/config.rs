@@ -19,6 +19,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// `memory` or `redis://...` (`CAP_CACHE_URL`).
     pub cache_url: String,
+    /// Put in front of every Redis key and channel (`CAP_CACHE_PREFIX`): panels that share
+    /// sessions and console output use the same prefix; unrelated ones on one Redis do not.
+    pub cache_prefix: String,
     /// Run the embedded local agent (`CAP_LOCAL_AGENT`).
     pub local_agent: bool,
     /// The user the local agent runs games as (`CAP_RUN_AS`, a name or `uid:gid`); when the
@@ -99,6 +102,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             cache_url: "memory".into(),
+            cache_prefix: "cap:".into(),
             local_agent: true,
             run_as: None,
             admin_email: "admin@localhost.localdomain".into(),
@@ -137,6 +141,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("CAP_DATA_DIR", "data_dir"),
     ("CAP_DATABASE_URL", "database_url"),
     ("CAP_CACHE_URL", "cache_url"),
+    ("CAP_CACHE_PREFIX", "cache_prefix"),
     ("CAP_LOCAL_AGENT", "local_agent"),
     ("CAP_RUN_AS", "run_as"),
     ("CAP_ADMIN_EMAIL", "admin_email"),
@@ -174,6 +179,7 @@ impl Config {
                 "data_dir" => self.data_dir = PathBuf::from(value),
                 "database_url" => self.database_url = Some(value.clone()),
                 "cache_url" => self.cache_url = value.clone(),
+                "cache_prefix" => self.cache_prefix = value.clone(),
                 "local_agent" => {
                     self.local_agent = match value.to_ascii_lowercase().as_str() {
                         "1" | "true" | "yes" | "on" => true,
@@ -208,6 +214,9 @@ impl Config {
             && !self.cache_url.starts_with("rediss://")
         {
             bail!("config key `cache_url`: must be `memory` or a redis:// URL");
+        }
+        if self.cache_prefix.len() > 64 || self.cache_prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!("config key `cache_prefix`: must be at most 64 bytes without spaces or control characters");
         }
         capcore::validate::email("admin_email", &self.admin_email).map_err(|e| anyhow::anyhow!("config key `{e}`"))?;
         if let Some(p) = &self.admin_password {
@@ -296,6 +305,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.database_url(), "sqlite://./data/cap.db");
         assert_eq!(c.cache_url, "memory");
+        assert_eq!(c.cache_prefix, "cap:");
         assert!(c.local_agent);
     }
 
@@ -321,5 +331,20 @@ mod tests {
         );
         bad = Config { cache_url: "memcached://x".into(), ..Config::default() };
         assert!(bad.validate().unwrap_err().to_string().starts_with("config key `cache_url`"));
+    }
+
+    #[test]
+    fn the_cache_prefix_comes_from_the_environment_and_is_checked() {
+        let mut c = Config::default();
+        c.apply_env(&env(&[("CAP_CACHE_URL", "redis://127.0.0.1:6379"), ("CAP_CACHE_PREFIX", "panel-eu:")])).unwrap();
+        assert_eq!((c.cache_url.as_str(), c.cache_prefix.as_str()), ("redis://127.0.0.1:6379", "panel-eu:"));
+        c.validate().unwrap();
+        c.cache_prefix = String::new();
+        c.validate().expect("an empty prefix is allowed");
+        for bad in ["two words:", "tab\t:", &"x".repeat(65)] {
+            c.cache_prefix = bad.to_string();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with("config key `cache_prefix`"), "{bad:?}: {e}");
+        }
     }
 }

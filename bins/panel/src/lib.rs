@@ -11,7 +11,7 @@
 pub mod config;
 
 use anyhow::{Context, Result, bail};
-use capauth::{AuthConfig, CapAuthenticator, MemoryCache, PasswordConfig};
+use capauth::{AuthConfig, CapAuthenticator, MemoryCache, PasswordConfig, RedisCache, RedisCacheConfig};
 use capcore::backend::{Authenticator, Cache, Database};
 use capcore::model::{AuditResult, NewUser, PageRequest, UserPatch};
 use capcore::panel::{FirstAdmin, LocalNode, Panel, PanelConfig};
@@ -117,7 +117,12 @@ pub async fn wire(config: &Config) -> Result<Wired> {
     let cache: Arc<dyn Cache> = if config.cache_url == "memory" {
         Arc::new(MemoryCache::default())
     } else {
-        bail!("config key `cache_url`: the Redis cache is not part of this build; use `memory`");
+        let redis_config = RedisCacheConfig { key_prefix: config.cache_prefix.clone(), ..RedisCacheConfig::default() };
+        let redis = RedisCache::connect(&config.cache_url, redis_config)
+            .await
+            .context("config key `cache_url`: cannot use the Redis cache")?;
+        tracing::info!(prefix = %config.cache_prefix, "using the Redis cache");
+        Arc::new(redis)
     };
     // Sessions and server lists from memory, invalidated through the cache on every write.
     let db: Arc<dyn Database> =

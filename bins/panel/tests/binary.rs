@@ -231,3 +231,75 @@ fn with_no_setup_the_local_node_runs_a_game_server() {
     state("offline");
     stop(r);
 }
+
+/// The shared Redis of the tests (`CAP_TEST_REDIS_URL`), or `None` after printing why the test is
+/// skipped; with `CAP_TEST_REQUIRE=1` a missing Redis fails the test instead.
+fn redis_or_skip(test: &str) -> Option<(String, String)> {
+    let url = std::env::var("CAP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let address = url.trim_start_matches("redis://").split('/').next().unwrap().rsplit('@').next().unwrap().to_string();
+    if let Err(e) = TcpStream::connect(&address) {
+        let required = matches!(std::env::var("CAP_TEST_REQUIRE").as_deref(), Ok("1") | Ok("true"));
+        assert!(!required, "{test}: no Redis at {url} ({e}), and CAP_TEST_REQUIRE=1 requires it");
+        eprintln!("skipped: {test}: no Redis at {url} ({e}); set CAP_TEST_REQUIRE=1 to fail instead");
+        return None;
+    }
+    Some((url, address))
+}
+
+/// One Redis command over a fresh connection (RESP by hand); returns the first reply line.
+fn redis_command(address: &str, args: &[&str]) -> String {
+    let mut s = TcpStream::connect(address).unwrap();
+    let mut command = format!("*{}\r\n", args.len());
+    for a in args {
+        command.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(command.as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+fn unique_tag() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+#[test]
+fn with_a_redis_cache_the_panel_starts_and_logs_in() {
+    let Some((url, address)) = redis_or_skip("with_a_redis_cache_the_panel_starts_and_logs_in") else { return };
+    let prefix = format!("cap-test:panel-{}:", unique_tag());
+    let dir = scratch("redis");
+    let r = start(
+        &dir,
+        &[("CAP_CACHE_URL", &url), ("CAP_CACHE_PREFIX", &prefix), ("CAP_ADMIN_PASSWORD", "redis admin password")],
+    );
+    let (status, body) = login(&r.addr, "admin@localhost.localdomain", "redis admin password");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(http(&r.addr, "GET", "/api/me", Some(&token(&body)), None).0, 200);
+    assert_eq!(http(&r.addr, "GET", "/ready", None, None).0, 200, "the database and the Redis cache answer");
+    // The writes of the first start bumped the database generation, which lives in Redis.
+    let generation_key = format!("{prefix}cap:db:generation");
+    assert_eq!(redis_command(&address, &["EXISTS", &generation_key]), ":1", "the panel keeps its state in Redis");
+    stop(r);
+    redis_command(&address, &["DEL", &generation_key]);
+}
+
+#[test]
+fn an_unreachable_redis_stops_the_start_naming_cache_url() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = scratch("noredis");
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .env_remove("CAP_CONFIG")
+        .env("CAP_LISTEN", "127.0.0.1:0")
+        .env("CAP_LOCAL_AGENT", "false")
+        .env("CAP_CACHE_URL", format!("redis://127.0.0.1:{closed_port}"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the panel must not start without its cache");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("config key `cache_url`") && err.contains("the cache (redis) is unreachable"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"), "it never listened");
+}
