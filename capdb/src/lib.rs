@@ -32,6 +32,8 @@ pub mod cached;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 mod error;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrations;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]

@@ -25,17 +25,11 @@ use std::str::FromStr;
 
 /// Versioned migrations, applied in order, each in its own transaction. This backend is newer
 /// than the SQLite one, so its first migration is the whole current schema.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[crate::migrations::Migration] = &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
 
 /// The key of the transaction-scoped advisory lock every migration step takes, so that panels
 /// starting at once against one database migrate one after the other ("cap_migr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6361_705f_6d69_6772;
-
-/// SHA-256 (hex) of a migration's SQL, recorded with it.
-fn checksum_of(sql: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// A PostgreSQL database: a pool and one repository per table group.
 #[derive(Debug, Clone)]
@@ -99,27 +93,13 @@ impl PostgresDatabase {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        let known = MIGRATIONS.iter().map(|(v, _, _)| *v).max().unwrap_or(0);
         let recorded: Vec<(i64, String, String)> =
             sqlx::query_as("SELECT version, name, checksum FROM cap_migrations ORDER BY version")
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db)?;
         for (version, name, checksum) in &recorded {
-            if *version > known {
-                return Err(Error::conflict(format!(
-                    "the database schema is at version {version} ({name}), newer than this build knows \
-                     (up to {known}): run a cap-panel at least as new as the one that migrated it"
-                )));
-            }
-            let Some((_, _, sql)) = MIGRATIONS.iter().find(|(v, _, _)| v == version) else { continue };
-            if *checksum != checksum_of(sql) {
-                return Err(Error::conflict(format!(
-                    "migration {version} ({name}) in the database differs from this build's (checksum {checksum}, \
-                     expected {}); the schema was changed outside cap-panel",
-                    checksum_of(sql)
-                )));
-            }
+            crate::migrations::check_recorded(MIGRATIONS, *version, name, Some(checksum))?;
         }
         tx.commit().await.map_err(db)
     }
@@ -202,7 +182,7 @@ impl Database for PostgresDatabase {
             sqlx::query("INSERT INTO cap_migrations (version, name, checksum) VALUES ($1, $2, $3)")
                 .bind(version)
                 .bind(name)
-                .bind(checksum_of(sql))
+                .bind(crate::migrations::checksum_of(sql))
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;

@@ -23,16 +23,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Versioned migrations, applied in order, each in its own transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+const MIGRATIONS: &[crate::migrations::Migration] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "agent_seq", include_str!("migrations/0002_agent_seq.sql")),
 ];
-
-/// SHA-256 (hex) of a migration's SQL, recorded with it.
-fn checksum_of(sql: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// A SQLite database: a pool and one repository per table group.
 #[derive(Debug, Clone)]
@@ -151,38 +145,21 @@ impl Database for SqliteDatabase {
         .await
         .map_err(db)?;
         self.add_checksum_column().await?;
-        let known = MIGRATIONS.iter().map(|(v, _, _)| *v).max().unwrap_or(0);
         let recorded: Vec<(i64, String, Option<String>)> =
             sqlx::query_as("SELECT version, name, checksum FROM cap_migrations ORDER BY version")
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
         for (version, name, checksum) in &recorded {
-            if *version > known {
-                return Err(Error::conflict(format!(
-                    "the database schema is at version {version} ({name}), newer than this build knows \
-                     (up to {known}): run a cap-panel at least as new as the one that migrated it"
-                )));
-            }
-            let Some((_, _, sql)) = MIGRATIONS.iter().find(|(v, _, _)| v == version) else { continue };
-            match checksum {
-                Some(c) if *c != checksum_of(sql) => {
-                    return Err(Error::conflict(format!(
-                        "migration {version} ({name}) in the database differs from this build's (checksum {c}, \
-                         expected {}); the schema was changed outside cap-panel",
-                        checksum_of(sql)
-                    )));
-                }
-                Some(_) => {}
-                // Recorded before checksums were kept: record this build's.
-                None => {
-                    sqlx::query("UPDATE cap_migrations SET checksum = ? WHERE version = ? AND checksum IS NULL")
-                        .bind(checksum_of(sql))
-                        .bind(version)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db)?;
-                }
+            // Recorded before checksums were kept: record this build's.
+            if let Some(checksum) = crate::migrations::check_recorded(MIGRATIONS, *version, name, checksum.as_deref())?
+            {
+                sqlx::query("UPDATE cap_migrations SET checksum = ? WHERE version = ? AND checksum IS NULL")
+                    .bind(checksum)
+                    .bind(version)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
             }
         }
         let mut applied = 0;
@@ -200,7 +177,7 @@ impl Database for SqliteDatabase {
             sqlx::query("INSERT INTO cap_migrations (version, name, checksum) VALUES (?, ?, ?)")
                 .bind(version)
                 .bind(name)
-                .bind(checksum_of(sql))
+                .bind(crate::migrations::checksum_of(sql))
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
