@@ -82,18 +82,21 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let agent = Agent::start(config).await?;
+        // The handlers are installed before the agent says it started, so a SIGTERM from then
+        // on is always a clean stop.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         println!("cap-agent started; connecting to {}", cli.panel_url);
-        agent.run(shutdown_signal()).await;
+        agent
+            .run(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            })
+            .await;
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 #[cfg(test)]
