@@ -276,19 +276,18 @@ fn cap_agent_run_as(configured: Option<&str>) -> Result<Option<capagent::RunAs>>
     capagent::RunAs::resolve(configured).map_err(|e| anyhow::anyhow!("config key `run_as`: {e}"))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+/// SIGINT or SIGTERM. The handlers are installed when this is called (before the panel says it
+/// listens), so a signal from then on is always a clean stop.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    async move {
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn user_command(config: &Config, cmd: UserCommand) -> Result<()> {
