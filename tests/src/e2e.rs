@@ -152,6 +152,11 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub fn spawn(panel: SocketAddr, token: &str, data_dir: &Path) -> Self {
+        Self::spawn_with(panel, token, data_dir, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), with more `CAP_*` settings in the agent's environment.
+    pub fn spawn_with(panel: SocketAddr, token: &str, data_dir: &Path, settings: &[(&str, &str)]) -> Self {
         let child = tokio::process::Command::new(workspace_bin("cap-agent"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -159,6 +164,7 @@ impl AgentProcess {
             .env("CAP_NODE_TOKEN", token)
             .env("CAP_DATA_DIR", data_dir)
             .env("RUST_LOG", "warn")
+            .envs(settings.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -168,16 +174,9 @@ impl AgentProcess {
         Self { child, data_dir: data_dir.to_path_buf() }
     }
 
-    /// Runs a prepared `cap-agent` command (its own environment) on `data_dir`.
-    pub fn from_command(mut command: tokio::process::Command, data_dir: &Path) -> Self {
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start cap-agent");
-        Self { child, data_dir: data_dir.to_path_buf() }
+    /// The pid of a server's game as the agent recorded it (`run/<id>/run.json`), if it runs.
+    pub fn game_pid(&self, server: &str) -> Option<i32> {
+        game_pid(&self.data_dir.join("run").join(server))
     }
 
     pub fn pid(&self) -> i32 {
@@ -218,14 +217,16 @@ impl Drop for AgentProcess {
         }
         let _ = self.child.start_kill();
         let Ok(runs) = std::fs::read_dir(self.data_dir.join("run")) else { return };
-        for run in runs.flatten() {
-            let Ok(text) = std::fs::read_to_string(run.path().join("run.json")) else { continue };
-            let Some(pid) = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["pid"].as_i64()) else {
-                continue;
-            };
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        for pid in runs.flatten().filter_map(|run| game_pid(&run.path())) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
+}
+
+/// The pid in a run directory's `run.json`.
+fn game_pid(run_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(run_dir.join("run.json")).ok()?;
+    serde_json::from_str::<Value>(&text).ok()?["pid"].as_i64().map(|p| p as i32)
 }
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -362,6 +363,11 @@ impl LiveClient {
             v["line"].as_str().is_some_and(|l| l.contains(needle))
         })
         .await
+    }
+
+    /// The next `error` message.
+    pub async fn next_error(&mut self) -> Value {
+        self.until_kind("error", "an error", |_| true).await
     }
 
     /// Forgets what was received so far (to bound memory in long runs); searches start afresh.

@@ -225,10 +225,10 @@ async fn a_viewer_without_console_permission_gets_state_but_no_console() {
     live.until_line("Server ready: Done (").await;
     watcher.until_state("running").await;
     watcher.send(json!({"type": "command", "command": "say sneaky"})).await;
-    let refused = watcher.until_kind("error", "an error", |_| true).await;
+    let refused = watcher.next_error().await;
     assert_eq!(refused["error"], "forbidden", "{refused}");
     watcher.send(json!({"type": "power", "action": "stop"})).await;
-    let refused = watcher.until_kind("error", "an error", |_| true).await;
+    let refused = watcher.next_error().await;
     assert_eq!(refused["error"], "forbidden", "{refused}");
     assert!(watcher.console_lines().is_empty(), "no console line reached the viewer: {:?}", watcher.console_lines());
     assert!(!live.console_lines().iter().any(|l| l.contains("sneaky")));
@@ -354,9 +354,8 @@ async fn a_silent_link_takes_the_node_offline_and_the_reconnect_delivers_what_wa
     assert_error(&power("stop").await, 503, "unavailable");
 
     // Meanwhile the game dies; the agent, alone, records the crash and restarts it once.
-    let run = agent.data_dir.join("run").join(&server).join("run.json");
-    let pid = serde_json::from_slice::<Value>(&std::fs::read(&run).unwrap()).unwrap()["pid"].as_i64().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let pid = agent.game_pid(&server).expect("the game runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     let record = agent.data_dir.join("agent").join("servers").join(format!("{server}.json"));
     wait_until("the agent restarted the crashed game", || async {
         let r: Value = serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
@@ -374,26 +373,32 @@ async fn a_silent_link_takes_the_node_offline_and_the_reconnect_delivers_what_wa
     live.until_state("offline").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_freeciv_server_runs_from_its_example_template() {
-    if !std::path::Path::new("/usr/games/freeciv-server").exists() {
-        assert!(
-            std::env::var_os("CAP_TEST_REQUIRE").is_none(),
-            "freeciv-server is required: apt-get install freeciv-server"
-        );
-        eprintln!("skipped: Debian's freeciv-server is not installed");
-        return;
+/// A world with an installed server of `examples/templates/<package>.json`, and its port; `None`
+/// (skipped) when Debian's `package` is not installed, unless `CAP_TEST_REQUIRE` is set.
+async fn example_server(binary: &str, package: &str, name: &str) -> Option<(World, String, u64)> {
+    if !std::path::Path::new(binary).exists() {
+        assert!(std::env::var_os("CAP_TEST_REQUIRE").is_none(), "{package} is required: apt-get install {package}");
+        eprintln!("skipped: Debian's {package} is not installed");
+        return None;
     }
-    let w = world("freeciv").await;
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/templates/freeciv-server.json");
+    let w = world(name).await;
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/templates/{package}.json"));
     let spec: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
     let (status, body) = w.panel.post("/api/templates", &w.panel.admin().await, spec).await;
     assert_eq!(status, 200, "{body}");
     let template = body["id"].as_str().unwrap().to_string();
-    let server = w.panel.server("civ", &w.owner_id, &w.node, &template).await;
+    let server = w.panel.server(name, &w.owner_id, &w.node, &template).await;
     w.panel.wait_state(&server, "offline").await;
     let (_, allocations) = w.panel.get(&format!("/api/servers/{server}/allocations"), &w.owner).await;
     let port = allocations[0]["port"].as_u64().unwrap();
+    Some((w, server, port))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_freeciv_server_runs_from_its_example_template() {
+    let Some((w, server, port)) = example_server("/usr/games/freeciv-server", "freeciv-server", "civ").await else {
+        return;
+    };
 
     let mut live = w.live(&server).await;
     live.until_line("freeciv saves go to").await;
@@ -402,8 +407,7 @@ async fn a_real_freeciv_server_runs_from_its_example_template() {
     live.until_state("running").await;
     // It really listens on its allocation, and only on loopback as the allocation says.
     std::net::TcpStream::connect(("127.0.0.1", port as u16)).expect("freeciv listens on its port");
-    let run = w.agent.data_dir.join("run").join(&server).join("run.json");
-    let pid = serde_json::from_slice::<Value>(&std::fs::read(run).unwrap()).unwrap()["pid"].as_i64().unwrap();
+    let pid = w.agent.game_pid(&server).expect("freeciv runs");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next().unwrap();
     assert_ne!(uid, "0", "freeciv does not run as root");
@@ -419,24 +423,9 @@ async fn a_real_freeciv_server_runs_from_its_example_template() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_minetest_server_runs_from_its_example_template_and_stops_on_sigint() {
-    if !std::path::Path::new("/usr/games/minetestserver").exists() {
-        assert!(
-            std::env::var_os("CAP_TEST_REQUIRE").is_none(),
-            "minetest-server is required: apt-get install minetest-server"
-        );
-        eprintln!("skipped: Debian's minetest-server is not installed");
+    let Some((w, server, port)) = example_server("/usr/games/minetestserver", "minetest-server", "mine").await else {
         return;
-    }
-    let w = world("minetest").await;
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/templates/minetest-server.json");
-    let spec: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
-    let (status, body) = w.panel.post("/api/templates", &w.panel.admin().await, spec).await;
-    assert_eq!(status, 200, "{body}");
-    let template = body["id"].as_str().unwrap().to_string();
-    let server = w.panel.server("mine", &w.owner_id, &w.node, &template).await;
-    w.panel.wait_state(&server, "offline").await;
-    let (_, allocations) = w.panel.get(&format!("/api/servers/{server}/allocations"), &w.owner).await;
-    let port = allocations[0]["port"].as_u64().unwrap();
+    };
 
     let mut live = w.live(&server).await;
     live.until_line(&format!("minetest will listen on 127.0.0.1:{port}")).await;

@@ -68,7 +68,7 @@ async fn console_lines_need_console_permission_and_are_rechecked_while_streaming
     operator_live.until_line("secret live").await;
     // Anything published before the viewer's next message was answered has gone out by then.
     viewer_live.send(json!({"type": "command", "command": "say hi"})).await;
-    let refused = viewer_live.until_kind("error", "an error", |_| true).await;
+    let refused = viewer_live.next_error().await;
     assert_eq!(refused["error"], "forbidden", "{refused}");
     assert!(viewer_live.console_lines().is_empty(), "{:?}", viewer_live.console_lines());
 
@@ -76,7 +76,7 @@ async fn console_lines_need_console_permission_and_are_rechecked_while_streaming
     // as here, at the browser's next message; no console line goes out after that.
     panel.subuser(&server, "operator@example.org", &["SERVER_VIEW"]).await;
     operator_live.send(json!({"type": "power", "action": "kill"})).await;
-    let refused = operator_live.until_kind("error", "an error", |_| true).await;
+    let refused = operator_live.next_error().await;
     assert_eq!(refused["error"], "forbidden", "{refused}");
     publish(&panel, &server, "after revocation");
     panel.panel.state().live.state(server.parse().unwrap(), ServerState::Starting);
@@ -134,10 +134,10 @@ async fn inbound_messages_are_validated_and_rate_limited() {
     let mut live = live_connect(addr, &server, &owner).await.unwrap();
     live.next().await.unwrap();
     live.send(json!({"type": "shell", "command": "id"})).await;
-    let bad = live.until_kind("error", "an error", |_| true).await;
+    let bad = live.next_error().await;
     assert_eq!(bad["error"], "bad_message", "{bad}");
     live.send(json!({"type": "command", "command": "say hi"})).await;
-    let offline = live.until_kind("error", "an error", |_| true).await;
+    let offline = live.next_error().await;
     assert_eq!(offline["error"], "unavailable", "no agent is connected: {offline}");
     for _ in 0..4 {
         live.send(json!({"type": "power", "action": "warp"})).await;
@@ -241,7 +241,7 @@ async fn an_api_key_opens_the_live_socket_within_its_own_permissions() {
     let hello = narrow.next().await.unwrap();
     assert_eq!(hello["permissions"], json!(["SERVER_VIEW"]), "{hello}");
     narrow.send(json!({"type": "command", "command": "say hi"})).await;
-    let refused = narrow.until_kind("error", "an error", |_| true).await;
+    let refused = narrow.next_error().await;
     assert_eq!(refused["error"], "forbidden", "{refused}");
     assert!(narrow.console_lines().is_empty());
     assert_eq!(live_connect(addr, &server, &Cred::bearer("cap_forgedkey_0000")).await.err(), Some(401));

@@ -224,9 +224,7 @@ impl Agent {
         let id = record.spec.server_id;
         record.seq_ceiling = seq + SEQ_BLOCK;
         record.state = state.as_str().to_string();
-        if let Err(e) = self.inner.store.save(&record) {
-            tracing::warn!(server = %id, error = %e, "cannot save server record");
-        }
+        self.inner.store.save_logged(&record);
         let forwarder = self.spawn_forwarder(id);
         self.inner.servers.lock().expect("servers lock").insert(
             id,
@@ -274,9 +272,7 @@ impl Agent {
             slot.seq += 1;
             if slot.seq >= slot.record.seq_ceiling {
                 slot.record.seq_ceiling = slot.seq + SEQ_BLOCK;
-                if let Err(e) = self.inner.store.save(&slot.record) {
-                    tracing::warn!(server = %id, error = %e, "cannot save server record");
-                }
+                self.inner.store.save_logged(&slot.record);
             }
             let envelope = EventEnvelope { server_id: id, seq: slot.seq, event };
             if is_state {
@@ -306,9 +302,7 @@ impl Agent {
             let Some(slot) = servers.get_mut(&id) else { return };
             slot.state = state;
             slot.record.state = state.as_str().to_string();
-            if let Err(e) = self.inner.store.save(&slot.record) {
-                tracing::warn!(server = %id, error = %e, "cannot save server record");
-            }
+            self.inner.store.save_logged(&slot.record);
         }
         self.emit(id, Event::State { state: state.as_str().to_string(), exit });
     }
@@ -354,9 +348,7 @@ impl Agent {
             if slot.seq < applied {
                 slot.seq = applied;
                 slot.record.seq_ceiling = applied + SEQ_BLOCK;
-                if let Err(e) = self.inner.store.save(&slot.record) {
-                    tracing::warn!(server = %id, error = %e, "cannot save server record");
-                }
+                self.inner.store.save_logged(&slot.record);
             }
         }
     }
@@ -445,9 +437,7 @@ impl Agent {
         let existed = self
             .with_slot(id, |slot| {
                 slot.record.spec = spec.clone();
-                if let Err(e) = self.inner.store.save(&slot.record) {
-                    tracing::warn!(server = %id, error = %e, "cannot save server record");
-                }
+                self.inner.store.save_logged(&slot.record);
             })
             .is_some();
         if !existed {
@@ -711,46 +701,5 @@ impl Agent {
             }
         }
         if failures.is_empty() { Ok(()) } else { Err(outcome_error(ErrorCode::Invalid, failures.join("; "))) }
-    }
-}
-
-impl crate::runtime::process::RunAs {
-    /// The user games run as: `configured` (a user name or `uid:gid`), or `nobody` when the
-    /// agent runs as root (some games refuse root, and none should have it). Never root.
-    pub fn resolve(configured: Option<&str>) -> Result<Option<Self>, String> {
-        let spec = match configured {
-            Some(s) => s.to_string(),
-            None if nix::unistd::geteuid().is_root() => "nobody".to_string(),
-            None => return Ok(None),
-        };
-        let found = if let Some((uid, gid)) = spec.split_once(':') {
-            let uid = uid.parse().map_err(|_| format!("`{spec}`: the uid is not a number"))?;
-            let gid = gid.parse().map_err(|_| format!("`{spec}`: the gid is not a number"))?;
-            Self { uid, gid }
-        } else {
-            let user = nix::unistd::User::from_name(&spec)
-                .map_err(|e| format!("cannot look up user `{spec}`: {e}"))?
-                .ok_or_else(|| format!("no user named `{spec}`"))?;
-            Self { uid: user.uid.as_raw(), gid: user.gid.as_raw() }
-        };
-        if found.uid == 0 {
-            return Err("refusing to run games as root".into());
-        }
-        Ok(Some(found))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::runtime::process::RunAs;
-
-    #[test]
-    fn run_as_takes_ids_or_a_user_name_and_never_root() {
-        assert_eq!(RunAs::resolve(Some("1000:1001")).unwrap(), Some(RunAs { uid: 1000, gid: 1001 }));
-        assert_ne!(RunAs::resolve(Some("nobody")).unwrap().unwrap().uid, 0);
-        assert!(RunAs::resolve(Some("root")).unwrap_err().contains("refusing"));
-        assert!(RunAs::resolve(Some("0:0")).unwrap_err().contains("refusing"));
-        assert!(RunAs::resolve(Some("no-such-user-here")).unwrap_err().contains("no user named"));
-        assert!(RunAs::resolve(Some("x:1")).unwrap_err().contains("uid is not a number"));
     }
 }

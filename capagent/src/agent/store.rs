@@ -67,6 +67,14 @@ impl Store {
         write_atomic(&self.server_path(record.spec.server_id), &bytes)
     }
 
+    /// Saves, and when that fails says so in the log: the agent carries on with what it has in
+    /// memory, and the next save tries again.
+    pub fn save_logged(&self, record: &ServerRecord) {
+        if let Err(e) = self.save(record) {
+            tracing::warn!(server = %record.spec.server_id, error = %e, "cannot save server record");
+        }
+    }
+
     pub fn remove(&self, id: ServerId) -> std::io::Result<()> {
         match std::fs::remove_file(self.server_path(id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

@@ -86,6 +86,32 @@ pub struct RunAs {
     pub gid: u32,
 }
 
+impl RunAs {
+    /// The user games run as: `configured` (a user name or `uid:gid`), or `nobody` when the
+    /// agent runs as root (some games refuse root, and none should have it). Never root.
+    pub fn resolve(configured: Option<&str>) -> Result<Option<Self>, String> {
+        let spec = match configured {
+            Some(s) => s.to_string(),
+            None if nix::unistd::geteuid().is_root() => "nobody".to_string(),
+            None => return Ok(None),
+        };
+        let found = if let Some((uid, gid)) = spec.split_once(':') {
+            let uid = uid.parse().map_err(|_| format!("`{spec}`: the uid is not a number"))?;
+            let gid = gid.parse().map_err(|_| format!("`{spec}`: the gid is not a number"))?;
+            Self { uid, gid }
+        } else {
+            let user = nix::unistd::User::from_name(&spec)
+                .map_err(|e| format!("cannot look up user `{spec}`: {e}"))?
+                .ok_or_else(|| format!("no user named `{spec}`"))?;
+            Self { uid: user.uid.as_raw(), gid: user.gid.as_raw() }
+        };
+        if found.uid == 0 {
+            return Err("refusing to run games as root".into());
+        }
+        Ok(Some(found))
+    }
+}
+
 impl ProcessRuntimeConfig {
     pub fn new(servers_dir: impl Into<PathBuf>) -> Self {
         let servers_dir = servers_dir.into();
@@ -826,5 +852,20 @@ impl Runtime for ProcessRuntime {
             Ok(())
         })?;
         Ok(RuntimeStats { cpu_percent, memory_bytes, disk_bytes, uptime })
+    }
+}
+
+#[cfg(test)]
+mod run_as_tests {
+    use super::RunAs;
+
+    #[test]
+    fn run_as_takes_ids_or_a_user_name_and_never_root() {
+        assert_eq!(RunAs::resolve(Some("1000:1001")).unwrap(), Some(RunAs { uid: 1000, gid: 1001 }));
+        assert_ne!(RunAs::resolve(Some("nobody")).unwrap().unwrap().uid, 0);
+        assert!(RunAs::resolve(Some("root")).unwrap_err().contains("refusing"));
+        assert!(RunAs::resolve(Some("0:0")).unwrap_err().contains("refusing"));
+        assert!(RunAs::resolve(Some("no-such-user-here")).unwrap_err().contains("no user named"));
+        assert!(RunAs::resolve(Some("x:1")).unwrap_err().contains("uid is not a number"));
     }
 }

@@ -14,6 +14,7 @@
 use super::PanelState;
 use super::agents::{AgentCall, AgentStatus};
 use super::error::{ApiError, ApiResult};
+use super::extract::bearer;
 use crate::ids::{NodeId, ServerId};
 use crate::model::Server;
 use crate::protocol::v1::*;
@@ -22,7 +23,7 @@ use crate::template::StartupCommand;
 use crate::{Error, Result};
 use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -68,10 +69,6 @@ pub async fn server_spec(s: &PanelState, server: &Server) -> Result<ServerSpec> 
 pub async fn push_spec(s: &PanelState, server: &Server) -> Result<()> {
     let spec = server_spec(s, server).await?;
     s.agents.call(server.node_id, Command::Create { server: Box::new(spec) }, s.config.agent_timeout).await
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
 /// The upgrade handler: authenticates the node token, then hands the socket to [`run`].

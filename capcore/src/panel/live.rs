@@ -20,7 +20,7 @@
 use super::PanelState;
 use super::agents::PowerAction;
 use super::error::{ApiError, ApiResult};
-use super::extract::{ACCESS_COOKIE, Actor, ApiPath, cookie, parse_id};
+use super::extract::{ACCESS_COOKIE, Actor, ApiPath, bearer, cookie, parse_id};
 use crate::backend::Credential;
 use crate::ids::ServerId;
 use crate::permission::{Permission, Scope, Subject, effective, is_allowed};
@@ -154,10 +154,8 @@ enum HeldCredential {
 }
 
 fn held_credential(s: &PanelState, headers: &HeaderMap) -> Option<(HeldCredential, bool)> {
-    if let Some(token) =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
-    {
-        let token = token.trim().to_string();
+    if let Some(token) = bearer(headers) {
+        let token = token.to_string();
         let held = if token.starts_with(s.config.api_key_prefix.as_str()) {
             HeldCredential::ApiKey(token)
         } else {
@@ -262,10 +260,8 @@ impl Session {
         }
         first.extend(stats);
         let timeout = self.s.config.ws_send_timeout;
-        for frame in first {
-            if !send(&mut socket, frame, timeout).await {
-                return;
-            }
+        if !send_all(&mut socket, first, timeout).await {
+            return;
         }
         let limit = self.s.config.ws_messages_per_second.max(1);
         let mut window = (Instant::now(), 0u32);
@@ -294,7 +290,7 @@ impl Session {
                     let frame = match frame {
                         Ok(f) => f,
                         Err(broadcast::error::RecvError::Lagged(n)) => {
-                            close(&mut socket, 1008, &format!("too slow: {n} messages were dropped; reconnect"), timeout).await;
+                            close(&mut socket, 1008, &too_slow(n), timeout).await;
                             return;
                         }
                         Err(broadcast::error::RecvError::Closed) => {
@@ -317,7 +313,7 @@ impl Session {
                             Ok(f) if console || !f.console => batch.push(f.json),
                             Ok(_) => {}
                             Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                                close(&mut socket, 1008, &format!("too slow: {n} messages were dropped; reconnect"), timeout).await;
+                                close(&mut socket, 1008, &too_slow(n), timeout).await;
                                 return;
                             }
                             Err(_) => break,
@@ -398,6 +394,11 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Why a subscriber that fell behind is closed.
+fn too_slow(dropped: u64) -> String {
+    format!("too slow: {dropped} messages were dropped; reconnect")
 }
 
 fn error_frame(code: &str, message: &str) -> Utf8Bytes {

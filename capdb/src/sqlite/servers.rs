@@ -334,18 +334,23 @@ impl ServerRepo for SqliteServers {
         now: Timestamp,
     ) -> Result<Option<Server>> {
         let seq = i64::try_from(seq).map_err(|_| Error::invalid("seq", "out of range"))?;
-        let done =
-            sqlx::query("UPDATE servers SET state = ?, agent_seq = ?, updated_at = ? WHERE id = ? AND agent_seq < ?")
-                .bind(state.as_str())
-                .bind(seq)
-                .bind(now.0)
-                .bind(id.to_string())
-                .bind(seq)
-                .execute(&self.0)
-                .await
-                .map_err(db)?;
-        let server = self.get(id).await?;
-        Ok((done.rows_affected() == 1).then_some(server))
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE servers SET state = ?, agent_seq = ?, updated_at = ? WHERE id = ? AND agent_seq < ? \
+             RETURNING {COLUMNS}"
+        )))
+        .bind(state.as_str())
+        .bind(seq)
+        .bind(now.0)
+        .bind(id.to_string())
+        .bind(seq)
+        .fetch_optional(&self.0)
+        .await
+        .map_err(db)?;
+        match row {
+            Some(row) => Ok(Some(from_row(&row)?)),
+            // Already applied, or no such server: `get` tells which.
+            None => self.get(id).await.map(|_| None),
+        }
     }
 
     async fn reported_seqs(&self, node: NodeId) -> Result<Vec<(ServerId, u64)>> {

@@ -45,6 +45,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Prints p50 and p99 of `samples` under `label`.
+fn report(label: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    println!(
+        "{label}, {} samples: p50 {} us, p99 {} us",
+        samples.len(),
+        percentile(&samples, 0.5).as_micros(),
+        percentile(&samples, 0.99).as_micros()
+    );
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -113,16 +124,7 @@ async fn console_figures(a: &Args) {
     let addr = panel.serve().await;
     let (node, token) = panel.node_with_token("bench", 60).await;
     let data = cap_tests::e2e::scratch_dir("bench");
-    let mut agent = tokio::process::Command::new(workspace_bin("cap-agent"));
-    agent
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("CAP_PANEL_URL", format!("http://{addr}"))
-        .env("CAP_NODE_TOKEN", &token)
-        .env("CAP_DATA_DIR", &data)
-        .env("CAP_CONSOLE_LINES_PER_SECOND", "100000000")
-        .env("RUST_LOG", "error");
-    let agent = AgentProcess::from_command(agent, &data);
+    let agent = AgentProcess::spawn_with(addr, &token, &data, &[("CAP_CONSOLE_LINES_PER_SECOND", "100000000")]);
     panel.wait_node(&node, true).await;
     let idle_rss = rss_kib(agent.pid() as u32);
     let (owner_id, owner) = panel.user("owner", &[]).await;
@@ -198,13 +200,7 @@ async fn console_figures(a: &Args) {
             live.forget();
         }
     }
-    samples.sort();
-    println!(
-        "console round trip (WebSocket command -> game -> answer line), {} samples: p50 {} us, p99 {} us",
-        a.samples,
-        percentile(&samples, 0.5).as_micros(),
-        percentile(&samples, 0.99).as_micros()
-    );
+    report("console round trip (WebSocket command -> game -> answer line)", samples);
     // One way: the game stamps the line with the time it writes it; the browser notes arrival.
     let mut one_way = Vec::with_capacity(a.samples);
     let now_micros = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
@@ -218,13 +214,7 @@ async fn console_figures(a: &Args) {
             live.forget();
         }
     }
-    one_way.sort();
-    println!(
-        "console line one way (game writes it -> browser has it), {} samples: p50 {} us, p99 {} us",
-        a.samples,
-        percentile(&one_way, 0.5).as_micros(),
-        percentile(&one_way, 0.99).as_micros()
-    );
+    report("console line one way (game writes it -> browser has it)", one_way);
 
     // Agent memory with 50 idle servers running.
     let mut ids = Vec::new();
