@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use capcore::Result;
 use capcore::backend::Cache;
 use capcore::backend::database::*;
+use capcore::backend::portable::{Row, Table};
 use capcore::ids::*;
 use capcore::model::*;
 use capcore::permission::{PermissionSet, ServerRelation};
@@ -217,6 +218,22 @@ impl Database for CachedDatabase {
 
     async fn read_version(&self) -> Result<Option<i64>> {
         self.shared.generation().await.map(Some)
+    }
+
+    async fn count_rows(&self, table: Table) -> Result<u64> {
+        self.shared.db.count_rows(table).await
+    }
+
+    async fn export_rows(&self, table: Table, offset: u64, limit: u32) -> Result<Vec<Row>> {
+        self.shared.db.export_rows(table, offset, limit).await
+    }
+
+    async fn import_rows(&self, table: Table, rows: &[Row]) -> Result<()> {
+        self.shared.after_write(self.shared.db.import_rows(table, rows).await).await
+    }
+
+    async fn clear_rows(&self) -> Result<()> {
+        self.shared.after_write(self.shared.db.clear_rows().await).await
     }
 }
 

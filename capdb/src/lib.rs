@@ -29,11 +29,14 @@
 //! ```
 
 pub mod cached;
+pub mod copy;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod portable;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -42,6 +45,7 @@ pub mod sqlite;
 pub use cached::{CachedDatabase, CachedDatabaseConfig};
 use capcore::backend::Database;
 use capcore::{Error, Result};
+pub use copy::{CopyOptions, CopyReport, copy};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -33,6 +33,34 @@ pub struct Config {
     pub auth: AuthSection,
     pub http: HttpSection,
     pub agents: AgentsSection,
+    pub database: DatabaseSection,
+}
+
+/// The database connection pool.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    /// Connections this panel keeps open at most (an in-memory SQLite database uses one).
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it fails with 503, in milliseconds;
+    /// also how long connecting may take.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        let d = capdb::DbConfig::default();
+        Self { max_connections: d.max_connections, acquire_timeout_ms: d.acquire_timeout.as_millis() as u64 }
+    }
+}
+
+impl DatabaseSection {
+    pub fn db_config(&self) -> capdb::DbConfig {
+        capdb::DbConfig {
+            max_connections: self.max_connections,
+            acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -110,6 +138,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             http: HttpSection::default(),
             agents: AgentsSection::default(),
+            database: DatabaseSection::default(),
         }
     }
 }
@@ -247,6 +276,13 @@ impl Config {
         if !(1024..=1024 * 1024 * 1024).contains(&self.http.max_body_bytes) {
             bail!("config key `http.max_body_bytes`: must be between 1024 and 1073741824");
         }
+        let d = &self.database;
+        if !(1..=1000).contains(&d.max_connections) {
+            bail!("config key `database.max_connections`: must be between 1 and 1000");
+        }
+        if !(100..=600_000).contains(&d.acquire_timeout_ms) {
+            bail!("config key `database.acquire_timeout_ms`: must be between 100 and 600000");
+        }
         let g = &self.agents;
         if !(100..=600_000).contains(&g.heartbeat_interval_ms) {
             bail!("config key `agents.heartbeat_interval_ms`: must be between 100 and 600000");
@@ -331,6 +367,24 @@ mod tests {
         );
         bad = Config { cache_url: "memcached://x".into(), ..Config::default() };
         assert!(bad.validate().unwrap_err().to_string().starts_with("config key `cache_url`"));
+    }
+
+    #[test]
+    fn the_database_pool_is_configurable_and_checked() {
+        let c = Config::from_toml("[database]\nmax_connections = 32\nacquire_timeout_ms = 2500\n").unwrap();
+        let pool = c.database.db_config();
+        assert_eq!((pool.max_connections, pool.acquire_timeout.as_millis()), (32, 2500));
+        let mut bad = c.clone();
+        bad.database.max_connections = 0;
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "config key `database.max_connections`: must be between 1 and 1000"
+        );
+        bad = c;
+        bad.database.acquire_timeout_ms = 5;
+        assert!(bad.validate().unwrap_err().to_string().starts_with("config key `database.acquire_timeout_ms`"));
+        let e = format!("{:#}", Config::from_toml("[database]\npool = 3").unwrap_err());
+        assert!(e.contains("unknown field `pool`"), "{e}");
     }
 
     #[test]

@@ -43,6 +43,26 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Work on databases directly (the panel should be stopped).
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy everything from one database to another (any two backends), then verify the copy by
+    /// row counts and checksums. Both are migrated to this build's schema first.
+    Copy {
+        /// The database to copy from (`sqlite://…`, `postgres://…`, `mysql://…`, `mongodb://…`).
+        #[arg(long)]
+        from: String,
+        /// The database to copy into; it must exist and be empty unless `--overwrite`.
+        #[arg(long)]
+        to: String,
+        /// Delete whatever the target holds before copying.
+        #[arg(long)]
+        overwrite: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +116,30 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
             Ok(())
         }
         Command::User(cmd) => user_command(&config, cmd).await,
+        Command::Db(DbCommand::Copy { from, to, overwrite }) => db_copy(&config, &from, &to, overwrite).await,
     }
+}
+
+/// `cap-panel db copy`: prints one line per table and the verdict.
+async fn db_copy(config: &Config, from: &str, to: &str, overwrite: bool) -> Result<()> {
+    if from == to {
+        bail!("--from and --to name the same database");
+    }
+    let pool = config.database.db_config();
+    let source = capdb::connect(from, &pool).await.context("--from")?;
+    let target = capdb::connect(to, &pool).await.context("--to")?;
+    let options = capdb::CopyOptions { overwrite, ..capdb::CopyOptions::default() };
+    let report = capdb::copy(&*source, &*target, &options).await.context("copy")?;
+    for table in &report.tables {
+        println!("{:<16} {:>9} rows  sha256 {}", table.table.name(), table.rows, table.checksum);
+    }
+    let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
+    println!(
+        "copied {rows} rows from {} to {}; counts and checksums match",
+        source.backend_name(),
+        target.backend_name()
+    );
+    Ok(())
 }
 
 /// The backends and the panel, built from configuration.
@@ -111,7 +154,7 @@ pub struct Wired {
 pub async fn wire(config: &Config) -> Result<Wired> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store = capdb::connect(&config.database_url(), &capdb::DbConfig::default())
+    let store = capdb::connect(&config.database_url(), &config.database.db_config())
         .await
         .context("config key `database_url`")?;
     let cache: Arc<dyn Cache> = if config.cache_url == "memory" {

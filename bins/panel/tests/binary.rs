@@ -303,3 +303,37 @@ fn an_unreachable_redis_stops_the_start_naming_cache_url() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"), "it never listened");
 }
+
+#[test]
+fn db_copy_moves_a_panel_to_another_database_and_refuses_a_full_one() {
+    let dir = scratch("copy");
+    let out = cli(
+        &dir,
+        &["user", "create", "--username", "ada", "--email", "ada@example.org", "--password", "ada's password"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let from = format!("sqlite://{}", dir.join("data/cap.db").display());
+    let to = format!("sqlite://{}", dir.join("moved.db").display());
+
+    let out = cli(&dir, &["db", "copy", "--from", &from, "--to", &to]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.lines().any(|l| l.starts_with("users ") && l.contains(" 1 rows  sha256 ")), "{stdout}");
+    assert!(stdout.trim_end().ends_with("from sqlite to sqlite; counts and checksums match"), "{stdout}");
+
+    let out = cli(&dir, &["db", "copy", "--from", &from, "--to", &to]);
+    assert!(!out.status.success(), "a target holding data is refused");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(stderr.contains("already holds data") && stderr.contains("--overwrite"), "{stderr}");
+    let out = cli(&dir, &["db", "copy", "--from", &from, "--to", &to, "--overwrite"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = cli(&dir, &["db", "copy", "--from", "nosuch://x", "--to", &to]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && stderr.contains("--from") && stderr.contains("unknown scheme"), "{stderr}");
+
+    // The panel runs on the copy, and the user's password came across.
+    let r = start(&dir, &[("CAP_DATABASE_URL", &to), ("CAP_ADMIN_PASSWORD", "unused admin pass")]);
+    assert_eq!(login(&r.addr, "ada@example.org", "ada's password").0, 200);
+    stop(r);
+}

@@ -18,6 +18,7 @@
 //! The conformance suite in `capcore::conformance::database` checks all of this; run it
 //! against a new backend with `capcore::database_conformance_tests!`.
 
+use crate::backend::portable::{Row, Table};
 use crate::error::Result;
 use crate::ids::*;
 use crate::model::*;
@@ -71,6 +72,41 @@ pub trait Database: Send + Sync + 'static {
         let global = self.roles().global_permissions(user.id).await?;
         Ok(Some((key, AuthContext { user, global })))
     }
+
+    // Whole tables, for moving data between backends (`cap-panel db copy`). A backend that
+    // does not provide them cannot be copied from or to; the conformance suite requires them.
+
+    /// How many rows `table` holds.
+    async fn count_rows(&self, table: Table) -> Result<u64> {
+        Err(not_portable(self.backend_name(), table))
+    }
+
+    /// Up to `limit` rows of `table` from `offset`, in [`Table::key`] order (bytewise), or for
+    /// the audit log in the order its events were appended. Values as [`Table::columns`] says.
+    async fn export_rows(&self, table: Table, offset: u64, limit: u32) -> Result<Vec<Row>> {
+        let _ = (offset, limit);
+        Err(not_portable(self.backend_name(), table))
+    }
+
+    /// Inserts `rows` as they are (ids, hashes and timestamps kept), all or nothing, in order:
+    /// audit events appended in the order given. `Invalid` for a row of the wrong shape,
+    /// `Conflict` for a row that is already there.
+    async fn import_rows(&self, table: Table, rows: &[Row]) -> Result<()> {
+        let _ = rows;
+        Err(not_portable(self.backend_name(), table))
+    }
+
+    /// Deletes every row of every table (the schema and its migrations stay).
+    async fn clear_rows(&self) -> Result<()> {
+        Err(not_portable(self.backend_name(), Table::Users))
+    }
+}
+
+fn not_portable(backend: &str, table: Table) -> crate::Error {
+    crate::Error::invalid(
+        "database_url",
+        format!("the `{backend}` backend cannot export or import whole tables (needed for `{}`)", table.name()),
+    )
 }
 
 #[async_trait]

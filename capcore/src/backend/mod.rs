@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod cache;
 pub mod database;
+pub mod portable;
 pub mod runtime;
 
 pub use auth::{AuthVia, Authenticator, Credential, IssuedSession, LoginRequest, Principal, TotpSetup};

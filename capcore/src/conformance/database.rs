@@ -123,6 +123,8 @@ macro_rules! database_conformance_tests {
                 audit_append_then_list_newest_first,
                 audit_list_filters_each_field,
                 audit_list_pages_with_total,
+                portable_export_clear_import_restores_every_table_exactly,
+                portable_import_is_all_or_nothing,
             ]
         );
     };
@@ -2312,4 +2314,143 @@ mod tests {
     fn the_fixture_template_spec_is_valid() {
         super::template_spec("Minecraft: Java Edition").validate().unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole tables (moving data between backends)
+// ---------------------------------------------------------------------------------------------
+
+use crate::backend::portable::{Row, RowDigest, Table};
+
+/// One of everything the panel stores, with the awkward cases: a user with a TOTP secret and one
+/// without, role memberships, an assigned and a free allocation, a server with an environment, a
+/// subuser, an API key, a rotated session (so an old refresh token is on record) and audit events
+/// appended with equal timestamps.
+async fn populate_everything(db: &dyn Database) -> (World, Server, Session, String) {
+    let world = make_world(db, 3).await;
+    let patch = UserPatch { totp_secret: Some(Some("JBSWY3DPEHPK3PXP".to_string())), ..UserPatch::default() };
+    db.users().update(world.owner.id, patch, clock()).await.unwrap();
+    let friend = make_user(db, "friend").await;
+    two_roles(db, world.owner.id).await;
+    let server = make_server(db, &world, world.owner.id, "portable ✓ 'quoted'").await;
+    db.servers().set_subuser(server.id, friend.id, permissions(&[Permission::SERVER_CONSOLE]), clock()).await.unwrap();
+    db.api_keys().create(new_api_key(friend.id, "automation", clock())).await.unwrap();
+    let first = refresh_hash();
+    let session = db.sessions().create(new_session_at(world.owner.id, &first, clock(), 3_600)).await.unwrap();
+    let current = refresh_hash();
+    assert!(matches!(db.sessions().rotate(&first, &current, clock()).await.unwrap(), Rotation::Rotated(_)));
+    let at = clock();
+    for action in ["c.first", "a.second", "b.third"] {
+        let event = audit_event(at, Some(friend.id), action, "", Some(server.id), AuditResult::Success);
+        db.audit().append(event).await.unwrap();
+    }
+    (world, server, session, first)
+}
+
+/// Every row of `table`, fetched `per_page` at a time.
+async fn export_all(db: &dyn Database, table: Table, per_page: u32) -> Vec<Row> {
+    let mut rows = Vec::new();
+    loop {
+        let page = db.export_rows(table, rows.len() as u64, per_page).await.unwrap();
+        let done = page.len() < per_page as usize;
+        rows.extend(page);
+        if done {
+            return rows;
+        }
+    }
+}
+
+async fn export_everything(db: &dyn Database) -> Vec<(Table, Vec<Row>)> {
+    let mut tables = Vec::new();
+    for table in Table::ALL {
+        tables.push((table, export_all(db, table, 2).await));
+    }
+    tables
+}
+
+pub async fn portable_export_clear_import_restores_every_table_exactly(db: Arc<dyn Database>) {
+    let (world, server, session, old_refresh) = populate_everything(&*db).await;
+    let audit_before = db.audit().list(&AuditFilter::default(), PageRequest::first()).await.unwrap();
+    let before = export_everything(&*db).await;
+    for (table, rows) in &before {
+        assert_eq!(db.count_rows(*table).await.unwrap(), rows.len() as u64, "count of {}", table.name());
+        for row in rows {
+            table.check_row(row).unwrap();
+        }
+        if let Some(key) = table.key() {
+            let columns: Vec<usize> =
+                key.iter().map(|k| table.columns().iter().position(|c| c.name == *k).unwrap()).collect();
+            let keys: Vec<Vec<String>> = rows
+                .iter()
+                .map(|row| columns.iter().map(|&i| row[i].as_str().unwrap().to_string()).collect())
+                .collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(keys, sorted, "{} is exported in key order", table.name());
+        }
+        assert!(!rows.is_empty(), "the fixture fills {}", table.name());
+    }
+
+    db.clear_rows().await.unwrap();
+    for table in Table::ALL {
+        assert_eq!(db.count_rows(table).await.unwrap(), 0, "{} is empty after clear_rows", table.name());
+    }
+    expect_not_found(db.users().get(world.owner.id).await, "a user after clear_rows");
+
+    for (table, rows) in &before {
+        for chunk in rows.chunks(2) {
+            db.import_rows(*table, chunk).await.unwrap();
+        }
+    }
+    let after = export_everything(&*db).await;
+    for ((table, a), (_, b)) in before.iter().zip(&after) {
+        assert_eq!(a, b, "{} round-trips", table.name());
+        let (mut da, mut db_) = (RowDigest::default(), RowDigest::default());
+        a.iter().for_each(|row| da.add(row));
+        b.iter().for_each(|row| db_.add(row));
+        assert_eq!(da.hex(), db_.hex());
+    }
+
+    // The imported data works, not only reads back.
+    assert_eq!(db.servers().get(server.id).await.unwrap(), server);
+    assert_eq!(db.allocations().list_for_server(server.id).await.unwrap().len(), 1);
+    let (got, ctx) = db.session_context(session.id).await.unwrap();
+    assert_eq!(got.generation, 1);
+    assert!(!ctx.global.is_empty(), "role memberships came across");
+    let audit_after = db.audit().list(&AuditFilter::default(), PageRequest::first()).await.unwrap();
+    assert_eq!(audit_after, audit_before, "audit events with equal timestamps keep their order");
+    let reuse = db.sessions().rotate(&old_refresh, &refresh_hash(), clock()).await.unwrap();
+    assert_eq!(reuse, Rotation::ReuseDetected { user_id: world.owner.id }, "the old refresh token is on record");
+    expect_conflict(db.nodes().create(new_node_named(&world.node.name), clock()).await, "unique names still hold");
+}
+
+fn new_node_named(name: &str) -> NewNode {
+    NewNode { name: name.to_string(), ..new_node("unused") }
+}
+
+pub async fn portable_import_is_all_or_nothing(db: Arc<dyn Database>) {
+    let user = make_user(&*db, "there").await;
+    let existing = export_all(&*db, Table::Users, 100).await;
+    assert_eq!(existing.len(), 1);
+    let mut fresh = existing[0].clone();
+    let fresh_id = UserId::new_random();
+    fresh[0] = serde_json::json!(fresh_id.to_string());
+    fresh[1] = serde_json::json!(format!("fresh-{}", unique_suffix()));
+    fresh[2] = serde_json::json!(format!("fresh-{}@example.test", unique_suffix()));
+    expect_conflict(db.import_rows(Table::Users, &[fresh.clone(), existing[0].clone()]).await, "a row already there");
+    expect_not_found(db.users().get(fresh_id).await, "the row imported before the conflicting one");
+
+    let mut malformed = fresh.clone();
+    malformed[5] = serde_json::json!("yes");
+    match db.import_rows(Table::Users, &[fresh.clone(), malformed]).await {
+        Err(Error::Invalid(e)) => assert!(e.to_string().contains("users.disabled"), "{e}"),
+        other => panic!("a row of the wrong shape: expected Invalid, got {other:?}"),
+    }
+    expect_not_found(db.users().get(fresh_id).await, "the row before the malformed one");
+    assert_eq!(db.users().count().await.unwrap(), 1);
+
+    db.import_rows(Table::Users, &[fresh]).await.unwrap();
+    assert_eq!(db.users().get(fresh_id).await.unwrap().id, fresh_id);
+    assert_eq!(db.users().get(user.id).await.unwrap(), user);
+    assert_eq!(db.import_rows(Table::Users, &[]).await.ok(), Some(()), "nothing to import is fine");
 }

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod error;
 mod nodes;
+mod portable;
 mod roles;
 mod servers;
 mod templates;
@@ -14,6 +15,7 @@ mod users;
 use crate::DbConfig;
 use async_trait::async_trait;
 use capcore::backend::database::*;
+use capcore::backend::portable::{Row as TableRow, Table};
 use capcore::ids::SessionId;
 use capcore::model::{ApiKey, AuthContext, Session};
 use capcore::permission::PermissionSet;
@@ -200,6 +202,22 @@ impl Database for PostgresDatabase {
 
     fn backend_name(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn count_rows(&self, table: Table) -> Result<u64> {
+        portable::count(&self.pool, table).await
+    }
+
+    async fn export_rows(&self, table: Table, offset: u64, limit: u32) -> Result<Vec<TableRow>> {
+        portable::export(&self.pool, table, offset, limit).await
+    }
+
+    async fn import_rows(&self, table: Table, rows: &[TableRow]) -> Result<()> {
+        portable::import(&self.pool, table, rows).await
+    }
+
+    async fn clear_rows(&self) -> Result<()> {
+        portable::clear(&self.pool).await
     }
 
     /// One statement instead of three: every authenticated request calls this.

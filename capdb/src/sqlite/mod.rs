@@ -4,6 +4,7 @@ mod allocations;
 mod audit;
 mod auth;
 mod nodes;
+mod portable;
 mod roles;
 mod servers;
 mod templates;
@@ -13,6 +14,7 @@ use crate::DbConfig;
 use crate::error::db;
 use async_trait::async_trait;
 use capcore::backend::database::*;
+use capcore::backend::portable::{Row as TableRow, Table};
 use capcore::ids::SessionId;
 use capcore::model::{ApiKey, AuthContext, Session};
 use capcore::permission::PermissionSet;
@@ -195,6 +197,22 @@ impl Database for SqliteDatabase {
 
     fn backend_name(&self) -> &'static str {
         "sqlite"
+    }
+
+    async fn count_rows(&self, table: Table) -> Result<u64> {
+        portable::count(&self.pool, table).await
+    }
+
+    async fn export_rows(&self, table: Table, offset: u64, limit: u32) -> Result<Vec<TableRow>> {
+        portable::export(&self.pool, table, offset, limit).await
+    }
+
+    async fn import_rows(&self, table: Table, rows: &[TableRow]) -> Result<()> {
+        portable::import(&self.pool, table, rows).await
+    }
+
+    async fn clear_rows(&self) -> Result<()> {
+        portable::clear(&self.pool).await
     }
 
     /// One statement instead of three: every authenticated request calls this.
