@@ -407,13 +407,16 @@ impl LiveClient {
     }
 }
 
-/// A TCP proxy between an agent and the panel that a test can freeze: while frozen, open
-/// connections stay open but carry nothing (a network that silently drops everything), and new
-/// connections are held until it thaws.
+/// A TCP proxy in front of a service (the panel, a database, Redis) that a test can freeze or
+/// cut. While frozen, open connections stay open but carry nothing (a network that silently
+/// drops everything), and new connections are held until it thaws. While cut, every open
+/// connection is closed and new ones are closed at once (a server that went away), until it is
+/// restored.
 #[derive(Debug, Clone)]
 pub struct Proxy {
     pub addr: SocketAddr,
     frozen: tokio::sync::watch::Sender<bool>,
+    cut: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -421,9 +424,15 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let (frozen, watch) = tokio::sync::watch::channel(false);
+        let (cut, cut_watch) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if *cut_watch.borrow() {
+                    drop(client);
+                    continue;
+                }
                 let mut watch = watch.clone();
+                let mut cut_watch = cut_watch.clone();
                 tokio::spawn(async move {
                     // New connections wait while frozen.
                     while *watch.borrow() {
@@ -439,11 +448,12 @@ impl Proxy {
                     tokio::select! {
                         _ = up => {}
                         _ = down => {}
+                        _ = cut_watch.wait_for(|cut| *cut) => {}
                     }
                 });
             }
         });
-        Self { addr, frozen }
+        Self { addr, frozen, cut }
     }
 
     pub fn freeze(&self) {
@@ -452,6 +462,15 @@ impl Proxy {
 
     pub fn thaw(&self) {
         self.frozen.send_replace(false);
+    }
+
+    /// Closes every connection and refuses new ones until [`restore`](Self::restore).
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
     }
 }
 

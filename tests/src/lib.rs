@@ -150,10 +150,21 @@ impl TestPanel {
         let url = format!("sqlite://{}", scratch_db_path("panel").display());
         let sqlite = capdb::connect(&url, &capdb::DbConfig::default()).await.expect("open sqlite");
         let cache: Arc<dyn Cache> = Arc::new(MemoryCache::default());
+        Self::start_on(sqlite, cache, auth_config, panel_config, cached).await
+    }
+
+    /// A panel over the given store and cache: several panels sharing both act as one cluster.
+    pub async fn start_on(
+        store: Arc<dyn Database>,
+        cache: Arc<dyn Cache>,
+        auth_config: AuthConfig,
+        panel_config: PanelConfig,
+        cached: bool,
+    ) -> Self {
         let db: Arc<dyn Database> = if cached {
-            Arc::new(capdb::CachedDatabase::new(sqlite, cache.clone(), capdb::CachedDatabaseConfig::default()))
+            Arc::new(capdb::CachedDatabase::new(store, cache.clone(), capdb::CachedDatabaseConfig::default()))
         } else {
-            sqlite
+            store
         };
         let auth: Arc<dyn Authenticator> =
             Arc::new(CapAuthenticator::new(db.clone(), cache.clone(), auth_config).expect("authenticator"));

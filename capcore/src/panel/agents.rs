@@ -47,7 +47,7 @@ pub struct AgentCall {
 }
 
 /// What the panel knows about a connected agent.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AgentStatus {
     pub agent_version: String,
     pub protocol: u32,

@@ -68,7 +68,7 @@ pub async fn server_spec(s: &PanelState, server: &Server) -> Result<ServerSpec> 
 /// agent always runs what the panel has now).
 pub async fn push_spec(s: &PanelState, server: &Server) -> Result<()> {
     let spec = server_spec(s, server).await?;
-    s.agents.call(server.node_id, Command::Create { server: Box::new(spec) }, s.config.agent_timeout).await
+    s.call_node(server.node_id, Command::Create { server: Box::new(spec) }, s.config.agent_timeout).await
 }
 
 /// The upgrade handler: authenticates the node token, then hands the socket to [`run`].
@@ -170,7 +170,8 @@ async fn run(s: Arc<PanelState>, node: NodeId, mut socket: WebSocket) {
         connected_at: s.now(),
         heartbeat: None,
     };
-    let connection = s.agents.attach(node, calls_tx, status);
+    let connection = s.agents.attach(node, calls_tx, status.clone());
+    s.cluster.claim(node, status);
     drop(guard);
     tracing::info!(%node, agent = %hello.agent_version, hostname = %hello.facts.hostname, "agent connected");
     let owned: HashSet<ServerId> = seqs.iter().map(|(id, _)| *id).collect();
@@ -191,6 +192,7 @@ async fn run(s: Arc<PanelState>, node: NodeId, mut socket: WebSocket) {
     // fresh states overwritten with `unknown`.
     let _guard = s.agents.lock_node(node).await;
     if s.agents.detach(node, connection) {
+        s.cluster.release(node);
         tracing::warn!(%node, %reason, "agent disconnected; its servers are unknown until it returns");
         match s.db.servers().mark_node_unknown(node, s.now()).await {
             Ok(_) => {
@@ -327,7 +329,12 @@ impl Connection {
                     let _ = reply.send(result.outcome);
                 }
             }
-            AgentMessage::Heartbeat(hb) => self.s.agents.record_heartbeat(self.node, self.connection, self.s.now(), hb),
+            AgentMessage::Heartbeat(hb) => {
+                self.s.agents.record_heartbeat(self.node, self.connection, self.s.now(), hb);
+                if let Some(status) = self.s.agents.status(self.node) {
+                    self.s.cluster.claim(self.node, status);
+                }
+            }
             AgentMessage::Event(envelope) => {
                 if !self.owned.contains(&envelope.server_id) {
                     tracing::warn!(node = %self.node, server = %envelope.server_id, "event about a server of another node ignored");

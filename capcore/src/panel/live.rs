@@ -19,6 +19,7 @@
 
 use super::PanelState;
 use super::agents::PowerAction;
+use super::cluster::{Cluster, FrameKind, SharedFrame};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ACCESS_COOKIE, Actor, ApiPath, bearer, cookie, parse_id};
 use crate::backend::Credential;
@@ -36,6 +37,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
@@ -50,9 +52,13 @@ pub struct LiveFrame {
 
 #[derive(Debug)]
 struct Feed {
-    replay: Mutex<VecDeque<Utf8Bytes>>,
+    /// Recent console lines with their numbers (this instance's, or the holder's for lines
+    /// relayed from another instance).
+    replay: Mutex<VecDeque<(u64, Utf8Bytes)>>,
     stats: Mutex<Option<Utf8Bytes>>,
     tx: broadcast::Sender<LiveFrame>,
+    /// The last console line number given out here.
+    seq: AtomicU64,
 }
 
 /// Every server's live feed.
@@ -61,11 +67,18 @@ pub struct LiveHub {
     feeds: RwLock<HashMap<ServerId, Arc<Feed>>>,
     replay_lines: usize,
     queue: usize,
+    /// Where frames from this instance's agents also go, for other panel instances.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl LiveHub {
     pub fn new(replay_lines: usize, queue: usize) -> Self {
-        Self { feeds: RwLock::new(HashMap::new()), replay_lines, queue: queue.max(1) }
+        Self { feeds: RwLock::new(HashMap::new()), replay_lines, queue: queue.max(1), cluster: None }
+    }
+
+    /// A hub that also shares what its agents send with the other instances of `cluster`.
+    pub fn shared(replay_lines: usize, queue: usize, cluster: Arc<Cluster>) -> Self {
+        Self { cluster: Some(cluster), ..Self::new(replay_lines, queue) }
     }
 
     fn feed(&self, id: ServerId) -> Arc<Feed> {
@@ -81,28 +94,41 @@ impl LiveHub {
                     replay: Mutex::new(VecDeque::new()),
                     stats: Mutex::new(None),
                     tx: broadcast::channel(self.queue).0,
+                    seq: AtomicU64::new(0),
                 })
             })
             .clone()
     }
 
+    fn remember(&self, feed: &Feed, seq: u64, json: Utf8Bytes) {
+        if self.replay_lines == 0 {
+            return;
+        }
+        let mut replay = feed.replay.lock().expect("replay lock");
+        if replay.len() >= self.replay_lines {
+            replay.pop_front();
+        }
+        replay.push_back((seq, json));
+    }
+
+    fn share(&self, id: ServerId, seq: u64, kind: FrameKind, json: &Utf8Bytes) {
+        if let Some(cluster) = &self.cluster {
+            cluster.share(id, SharedFrame { seq, kind, json: json.as_str().to_owned() });
+        }
+    }
+
     pub fn console(&self, id: ServerId, stream: ConsoleStream, line: &str) {
         let json = Utf8Bytes::from(json!({"type": "console", "stream": stream, "line": line}).to_string());
         let feed = self.feed(id);
-        {
-            let mut replay = feed.replay.lock().expect("replay lock");
-            if replay.len() >= self.replay_lines {
-                replay.pop_front();
-            }
-            if self.replay_lines > 0 {
-                replay.push_back(json.clone());
-            }
-        }
+        let seq = feed.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.remember(&feed, seq, json.clone());
+        self.share(id, seq, FrameKind::Console, &json);
         let _ = feed.tx.send(LiveFrame { console: true, json });
     }
 
     pub fn state(&self, id: ServerId, state: ServerState) {
         let json = Utf8Bytes::from(json!({"type": "state", "state": state}).to_string());
+        self.share(id, 0, FrameKind::State, &json);
         let _ = self.feed(id).tx.send(LiveFrame { console: false, json });
     }
 
@@ -114,7 +140,40 @@ impl LiveHub {
         );
         let feed = self.feed(id);
         *feed.stats.lock().expect("stats lock") = Some(json.clone());
+        self.share(id, 0, FrameKind::Stats, &json);
         let _ = feed.tx.send(LiveFrame { console: false, json });
+    }
+
+    /// A frame from another instance's agent: kept and passed on like a local one, not shared
+    /// again.
+    pub(crate) fn relay(&self, id: ServerId, kind: FrameKind, seq: u64, json: String) {
+        let json = Utf8Bytes::from(json);
+        let feed = self.feed(id);
+        match kind {
+            FrameKind::Console => self.remember(&feed, seq, json.clone()),
+            FrameKind::Stats => *feed.stats.lock().expect("stats lock") = Some(json.clone()),
+            FrameKind::State => {}
+        }
+        let _ = feed.tx.send(LiveFrame { console: kind == FrameKind::Console, json });
+    }
+
+    /// Replaces the server's recent lines (and stats, when given) with the holder's.
+    pub(crate) fn seed(&self, id: ServerId, lines: Vec<(u64, String)>, stats: Option<String>) {
+        let feed = self.feed(id);
+        let skip = lines.len().saturating_sub(self.replay_lines);
+        *feed.replay.lock().expect("replay lock") =
+            lines.into_iter().skip(skip).map(|(seq, json)| (seq, Utf8Bytes::from(json))).collect();
+        if let Some(stats) = stats {
+            *feed.stats.lock().expect("stats lock") = Some(Utf8Bytes::from(stats));
+        }
+    }
+
+    /// The server's recent lines with their numbers, and its latest stats.
+    pub(crate) fn recent(&self, id: ServerId) -> (Vec<(u64, String)>, Option<String>) {
+        let Some(feed) = self.feeds.read().expect("live hub lock").get(&id).cloned() else { return (Vec::new(), None) };
+        let lines = feed.replay.lock().expect("replay lock").iter().map(|(seq, j)| (*seq, j.as_str().to_owned())).collect();
+        let stats = feed.stats.lock().expect("stats lock").as_ref().map(|j| j.as_str().to_owned());
+        (lines, stats)
     }
 
     /// How many browsers are subscribed to the server's feed now.
@@ -132,7 +191,7 @@ impl LiveHub {
     fn subscribe(&self, id: ServerId) -> (Vec<Utf8Bytes>, Option<Utf8Bytes>, broadcast::Receiver<LiveFrame>) {
         let feed = self.feed(id);
         let rx = feed.tx.subscribe();
-        let replay = feed.replay.lock().expect("replay lock").iter().cloned().collect();
+        let replay = feed.replay.lock().expect("replay lock").iter().map(|(_, json)| json.clone()).collect();
         let stats = feed.stats.lock().expect("stats lock").clone();
         (replay, stats, rx)
     }
@@ -199,10 +258,11 @@ pub(crate) async fn server_ws(
         "type": "hello",
         "server_id": id,
         "state": server.state,
-        "node_online": s.agents.is_connected(server.node_id),
+        "node_online": s.node_online(server.node_id).await,
         "permissions": effective(&subject, Scope::Server(id)).names(),
     });
-    let session = Session { s: s.clone(), actor, credential, id, checked: Instant::now(), subject };
+    let session =
+        Session { s: s.clone(), actor, credential, id, node: server.node_id, checked: Instant::now(), subject };
     Ok(upgrade
         .read_buffer_size(16 * 1024)
         .write_buffer_size(16 * 1024)
@@ -216,6 +276,7 @@ struct Session {
     actor: Actor,
     credential: HeldCredential,
     id: ServerId,
+    node: crate::ids::NodeId,
     subject: Subject,
     checked: Instant,
 }
@@ -249,6 +310,8 @@ impl Session {
     }
 
     async fn run(mut self, mut socket: WebSocket, mut hello: serde_json::Value) {
+        // Frames of the server from other panel instances, while this browser watches.
+        let _follow = self.s.cluster.follow(&self.s, self.id, self.node).await;
         let (replay, stats, mut live) = self.s.live.subscribe(self.id);
         // The state as of now that the feed is subscribed: a change from here on is in the feed.
         if let Ok(server) = self.s.db.servers().get(self.id).await {

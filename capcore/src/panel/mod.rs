@@ -7,6 +7,7 @@
 
 pub mod agents;
 mod clock;
+pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod gateway;
@@ -16,11 +17,13 @@ mod routes;
 
 pub use agents::{AgentCall, AgentRegistry, AgentStatus, PowerAction};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use cluster::Cluster;
 pub use extract::Actor;
 pub use live::LiveHub;
 
 use crate::backend::{Authenticator, Cache, Database};
-use crate::ids::{ServerId, UserId};
+use crate::ids::{NodeId, ServerId, UserId};
+use crate::protocol::v1::Command;
 use crate::model::{AuditEvent, AuditResult, NewRole, NewUser, Server};
 use crate::permission::{DEFAULT_ROLES, Permission, Scope, ServerRelation, Subject, is_allowed};
 use crate::time::Timestamp;
@@ -95,6 +98,8 @@ pub struct PanelState {
     pub config: PanelConfig,
     pub clock: Arc<dyn Clock>,
     pub agents: AgentRegistry,
+    /// The other panel instances sharing the cache: who holds which agent.
+    pub cluster: Arc<Cluster>,
     /// Live console, state and stats per server, for browsers.
     pub live: LiveHub,
     /// Rendered server-list pages by query, with the read version they were rendered at.
@@ -135,19 +140,23 @@ impl Panel {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let list_pages = routes::ListPageCache::default();
-        let live = LiveHub::new(config.console_replay_lines, config.ws_send_queue);
-        Self {
-            state: Arc::new(PanelState {
-                db,
-                cache,
-                auth,
-                config,
-                clock,
-                agents: AgentRegistry::default(),
-                live,
-                list_pages,
-            }),
-        }
+        // A holder record outlives the heartbeats a node may miss, and no more.
+        let holder_ttl = config.agent_heartbeat_interval * (config.agent_heartbeat_misses.max(1) + 1);
+        let cluster = Arc::new(Cluster::new(cache.clone(), holder_ttl));
+        let live = LiveHub::shared(config.console_replay_lines, config.ws_send_queue, cluster.clone());
+        let state = Arc::new(PanelState {
+            db,
+            cache,
+            auth,
+            config,
+            clock,
+            agents: AgentRegistry::default(),
+            cluster,
+            live,
+            list_pages,
+        });
+        Cluster::start(&state);
+        Self { state }
     }
 
     pub fn state(&self) -> &Arc<PanelState> {
@@ -211,7 +220,7 @@ impl Panel {
     /// Makes sure the node of an embedded agent exists (created with `local` as its name, the
     /// given size and ports on 127.0.0.1 when missing) and gives it a fresh token, returned for
     /// the embedded agent only: the token changes at every start and is never shown.
-    pub async fn ensure_local_node(&self, local: LocalNode) -> Result<(crate::ids::NodeId, String)> {
+    pub async fn ensure_local_node(&self, local: LocalNode) -> Result<(NodeId, String)> {
         let s = &self.state;
         let token = random_token("capn_");
         let mut page = 1;
@@ -313,6 +322,37 @@ pub fn random_token(prefix: &str) -> String {
 impl PanelState {
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Whether the node's agent is connected to this instance or to another one sharing the
+    /// cache.
+    pub async fn node_online(&self, node: NodeId) -> bool {
+        self.agents.is_connected(node) || matches!(self.cluster.holder(node).await, Ok(Some(_)))
+    }
+
+    /// The node's agent's status, from whichever instance holds it.
+    pub async fn agent_status(&self, node: NodeId) -> Option<AgentStatus> {
+        if let Some(status) = self.agents.status(node) {
+            return Some(status);
+        }
+        self.cluster.holder(node).await.ok().flatten().map(|(_, status)| status)
+    }
+
+    /// Sends `command` to the node's agent, through the instance holding it when that is not
+    /// this one, and waits up to `timeout` for the outcome (see [`AgentRegistry::call`]).
+    pub async fn call_node(&self, node: NodeId, command: Command, timeout: std::time::Duration) -> Result<()> {
+        if !self.agents.is_connected(node) {
+            let holder = self.cluster.holder(node).await.map_err(|e| Error::Unavailable {
+                message: "cannot tell which panel instance holds the node's agent: the cache is not reachable".into(),
+                source: Some(Box::new(e)),
+            })?;
+            if let Some((instance, _)) = holder
+                && instance != self.cluster.instance()
+            {
+                return self.cluster.call(&instance, node, command, timeout).await;
+            }
+        }
+        self.agents.call(node, command, timeout).await
     }
 
     /// The evaluation subject for `actor`, globally.

@@ -2,7 +2,7 @@
 
 use super::RouteDef;
 use crate::ids::{AllocationId, NodeId, ServerId};
-use crate::model::{Allocation, NewNode, Node, NodePatch};
+use crate::model::{Allocation, NewNode, Node, NodePatch, Page};
 use crate::panel::error::ApiResult;
 use crate::panel::extract::{Actor, ApiJson, ApiPath, ApiQuery, PageBody, PageQuery, parse_id};
 use crate::panel::{PanelState, random_token, token_hash};
@@ -210,10 +210,12 @@ pub struct AddAllocationsBody {
 }
 
 impl PanelState {
-    fn node_view(&self, n: Node) -> NodeView {
+    /// The node with its agent's status, from whichever panel instance holds the agent.
+    async fn node_view(&self, n: Node) -> NodeView {
+        let agent = self.agent_status(n.id).await;
         NodeView {
-            connected: self.agents.is_connected(n.id),
-            agent: self.agents.status(n.id).map(AgentView::from),
+            connected: agent.is_some(),
+            agent: agent.map(AgentView::from),
             id: n.id,
             name: n.name,
             description: n.description,
@@ -276,7 +278,12 @@ async fn list(
     if !s.holds_global(&actor, Permission::SYSTEM_NODES) {
         return Err(Error::forbidden("missing permission SYSTEM_NODES").into());
     }
-    Ok(Json(s.db.nodes().list(page).await?.map(|n| s.node_view(n)).into()))
+    let nodes = s.db.nodes().list(page).await?;
+    let mut items = Vec::with_capacity(nodes.items.len());
+    for n in nodes.items {
+        items.push(s.node_view(n).await);
+    }
+    Ok(Json(Page { items, total: nodes.total, page: nodes.page, per_page: nodes.per_page }.into()))
 }
 
 async fn create(
@@ -307,7 +314,7 @@ async fn create(
     let node = s
         .audited(&actor, "node.create", |n: &Node| (format!("node:{}", n.id), None), (String::new(), None), outcome)
         .await?;
-    Ok(Json(CreatedNodeView { node: s.node_view(node), token }))
+    Ok(Json(CreatedNodeView { node: s.node_view(node).await, token }))
 }
 
 async fn show(
@@ -319,7 +326,7 @@ async fn show(
     if !s.holds_global(&actor, Permission::SYSTEM_NODES) {
         return Err(Error::forbidden("missing permission SYSTEM_NODES").into());
     }
-    Ok(Json(s.node_view(s.db.nodes().get(id).await?)))
+    Ok(Json(s.node_view(s.db.nodes().get(id).await?).await))
 }
 
 async fn update(
@@ -361,7 +368,7 @@ async fn update(
     .await;
     let target = (format!("node:{id}"), None);
     let node = s.audited(&actor, "node.update", |_| target.clone(), target.clone(), outcome).await?;
-    Ok(Json(s.node_view(node)))
+    Ok(Json(s.node_view(node).await))
 }
 
 async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
@@ -384,7 +391,7 @@ async fn rotate_token(
     let outcome = s.db.nodes().set_token_hash(id, &token_hash(&token), s.now()).await;
     let target = (format!("node:{id}"), None);
     s.audited(&actor, "node.token", |_| target.clone(), target.clone(), outcome).await?;
-    Ok(Json(CreatedNodeView { node: s.node_view(s.db.nodes().get(id).await?), token }))
+    Ok(Json(CreatedNodeView { node: s.node_view(s.db.nodes().get(id).await?).await, token }))
 }
 
 async fn list_allocations(

@@ -415,12 +415,12 @@ async fn create(
         .audited(&actor, "server.create", |srv: &Server| server_target(srv.id), (String::new(), None), outcome)
         .await?;
     // The agent installs it now when connected; otherwise it installs it when it next syncs.
-    if s.agents.is_connected(server.node_id) {
+    if s.node_online(server.node_id).await {
         let (state, server) = (s.clone(), server.clone());
         tokio::spawn(async move {
             let install = Command::Install { server_id: server.id };
             let outcome = match push_spec(&state, &server).await {
-                Ok(()) => state.agents.call(server.node_id, install, state.config.agent_timeout).await,
+                Ok(()) => state.call_node(server.node_id, install, state.config.agent_timeout).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = outcome {
@@ -494,11 +494,11 @@ async fn remove(State(s): State<Arc<PanelState>>, actor: Actor, ApiPath(id): Api
     s.audited(&actor, "server.delete", |_| server_target(id), server_target(id), outcome).await?;
     s.live.forget(id);
     // The agent removes its files now when connected; otherwise when it next syncs.
-    if s.agents.is_connected(server.node_id) {
+    if s.node_online(server.node_id).await {
         let state = s.clone();
         tokio::spawn(async move {
             let delete = Command::Delete { server_id: id };
-            if let Err(e) = state.agents.call(server.node_id, delete, state.config.agent_timeout).await {
+            if let Err(e) = state.call_node(server.node_id, delete, state.config.agent_timeout).await {
                 tracing::info!(server = %id, reason = %e, "file removal deferred until the agent syncs");
             }
         });
@@ -610,7 +610,7 @@ fn check_power_state(state: ServerState, action: PowerAction) -> Result<()> {
 pub(crate) async fn power_action(s: &PanelState, actor: &Actor, id: ServerId, action: PowerAction) -> Result<()> {
     let (server, _) = s.server_access(actor, id, power_permission(action), "server.power").await?;
     let outcome = async {
-        if !s.agents.is_connected(server.node_id) {
+        if !s.node_online(server.node_id).await {
             return Err(Error::Unavailable {
                 message: "the server's node is offline: its agent is not connected".into(),
                 source: None,
@@ -627,7 +627,7 @@ pub(crate) async fn power_action(s: &PanelState, actor: &Actor, id: ServerId, ac
         if matches!(action, PowerAction::Start | PowerAction::Restart) {
             push_spec(s, &server).await?;
         }
-        s.agents.call(server.node_id, command, s.config.agent_timeout).await
+        s.call_node(server.node_id, command, s.config.agent_timeout).await
     }
     .await;
     s.audited(actor, "server.power", |_| server_target(id), server_target(id), outcome).await
@@ -654,7 +654,7 @@ pub(crate) async fn send_console_command(s: &PanelState, actor: &Actor, id: Serv
         if command.chars().any(|c| c.is_control() && c != '\t') {
             return Err(Error::invalid("command", "must be one line without control characters"));
         }
-        if !s.agents.is_connected(server.node_id) {
+        if !s.node_online(server.node_id).await {
             return Err(Error::Unavailable {
                 message: "the server's node is offline: its agent is not connected".into(),
                 source: None,
@@ -664,7 +664,7 @@ pub(crate) async fn send_console_command(s: &PanelState, actor: &Actor, id: Serv
             return Err(Error::conflict(format!("the server is {}; commands need it running", server.state)));
         }
         let call = Command::SendCommand { server_id: id, line: command.to_string() };
-        s.agents.call(server.node_id, call, s.config.agent_timeout).await
+        s.call_node(server.node_id, call, s.config.agent_timeout).await
     }
     .await;
     s.audited(actor, "server.command", |_| server_target(id), server_target(id), outcome).await
