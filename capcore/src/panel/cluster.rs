@@ -49,11 +49,24 @@ pub struct SharedFrame {
     pub json: String,
 }
 
-/// Frames of one server published together.
-#[derive(Debug, Serialize, Deserialize)]
-struct LiveBatch {
-    from: String,
-    frames: Vec<SharedFrame>,
+/// Frames of one server published together: the origin instance's name, a newline, then the
+/// frames as a JSON array, so an instance skips its own batches without parsing them.
+fn live_batch(from: &str, frames: &[SharedFrame]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(from.len() + 1 + frames.iter().map(|f| f.json.len() + 32).sum::<usize>());
+    payload.extend_from_slice(from.as_bytes());
+    payload.push(b'\n');
+    serde_json::to_writer(&mut payload, frames).unwrap_or_default();
+    payload
+}
+
+/// The origin and the frames of a batch, unless it came from `me` or is malformed.
+fn parse_live_batch(payload: &[u8], me: &str) -> Option<(String, Vec<SharedFrame>)> {
+    let newline = payload.iter().position(|b| *b == b'\n')?;
+    let from = std::str::from_utf8(&payload[..newline]).ok()?;
+    if from == me {
+        return None;
+    }
+    Some((from.to_string(), serde_json::from_slice(&payload[newline + 1..]).ok()?))
 }
 
 /// Messages on an instance's own channel.
@@ -253,7 +266,12 @@ impl Cluster {
 
     /// Follows the server's frames from other instances while the returned guard lives. The
     /// first watcher of a server held elsewhere also gets the holder's recent lines.
-    pub(crate) async fn follow(self: &Arc<Self>, state: &Arc<PanelState>, server: ServerId, node: NodeId) -> FollowGuard {
+    pub(crate) async fn follow(
+        self: &Arc<Self>,
+        state: &Arc<PanelState>,
+        server: ServerId,
+        node: NodeId,
+    ) -> FollowGuard {
         let guard = FollowGuard { cluster: Arc::downgrade(self), server };
         {
             let mut follows = self.follows.lock().expect("follows lock");
@@ -334,11 +352,7 @@ impl Drop for FollowGuard {
 }
 
 /// Publishes this instance's frames, grouped per server, until the panel is gone.
-async fn publish(
-    state: Weak<PanelState>,
-    cache: Arc<dyn Cache>,
-    mut outbox: mpsc::Receiver<(ServerId, SharedFrame)>,
-) {
+async fn publish(state: Weak<PanelState>, cache: Arc<dyn Cache>, mut outbox: mpsc::Receiver<(ServerId, SharedFrame)>) {
     let mut batch: Vec<(ServerId, SharedFrame)> = Vec::new();
     while outbox.recv_many(&mut batch, 512).await > 0 {
         let Some(state) = state.upgrade() else { return };
@@ -352,7 +366,7 @@ async fn publish(
             }
         }
         for (server, frames) in by_server {
-            let payload = serde_json::to_vec(&LiveBatch { from: from.clone(), frames }).unwrap_or_default();
+            let payload = live_batch(&from, &frames);
             if let Err(e) = cache.publish(&live_channel(server), &payload).await {
                 tracing::debug!(%server, error = %e, "console frames not shared with other panel instances");
             }
@@ -437,14 +451,11 @@ async fn relay(
     mut seen: Option<(String, u64)>,
 ) {
     while let Some(bytes) = subscription.next().await {
+        let Some((from, frames)) = parse_live_batch(&bytes, &instance) else { continue };
         let Some(s) = state.upgrade() else { return };
-        let Ok(batch) = serde_json::from_slice::<LiveBatch>(&bytes) else { continue };
-        if batch.from == instance {
-            continue;
-        }
-        for frame in batch.frames {
+        for frame in frames {
             if let Some((holder, last)) = &seen
-                && *holder == batch.from
+                && *holder == from
                 && frame.kind == FrameKind::Console
             {
                 if frame.seq <= *last {
@@ -454,5 +465,26 @@ async fn relay(
             }
             s.live.relay(server, frame.kind, frame.seq, frame.json);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_names_its_origin_and_an_instance_skips_its_own() {
+        let frames = vec![
+            SharedFrame { seq: 7, kind: FrameKind::Console, json: r#"{"type":"console","line":"a\nb"}"#.into() },
+            SharedFrame { seq: 0, kind: FrameKind::State, json: r#"{"type":"state","state":"running"}"#.into() },
+        ];
+        let payload = live_batch("holder", &frames);
+        assert_eq!(parse_live_batch(&payload, "holder").map(|(from, _)| from), None);
+        let (from, got) = parse_live_batch(&payload, "follower").unwrap();
+        assert_eq!(from, "holder");
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].seq, got[0].kind, got[0].json.as_str()), (7, FrameKind::Console, frames[0].json.as_str()));
+        assert_eq!(parse_live_batch(b"no newline", "follower").map(|(from, _)| from), None);
+        assert_eq!(parse_live_batch(b"x\nnot json", "follower").map(|(from, _)| from), None);
     }
 }
