@@ -2,8 +2,9 @@
 //!
 //! Pick a backend by URL with [`connect`]; `sqlite://` is the embedded default (feature
 //! `sqlite`, on by default) and `postgres://` (or `postgresql://`) the shared one for several
-//! panels (feature `postgres`, on by default). A scheme whose backend is compiled out fails with an error naming
-//! the feature to enable. Each backend runs the same conformance suite
+//! panels (feature `postgres`, on by default), as is `mysql://` (or `mariadb://`) for MySQL and
+//! MariaDB (feature `mysql`, on by default). A scheme whose
+//! backend is compiled out fails with an error naming the feature to enable. Each backend runs the same conformance suite
 //! (`capcore::database_conformance_tests!`).
 //!
 //! # Example
@@ -30,17 +31,21 @@
 
 pub mod cached;
 pub mod copy;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 mod error;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod migrations;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(feature = "mysql")]
+pub mod mysql;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod portable;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod url;
 
 pub use cached::{CachedDatabase, CachedDatabaseConfig};
 use capcore::backend::Database;
@@ -65,7 +70,10 @@ impl Default for DbConfig {
 }
 
 /// Opens the database at `url`, choosing the backend by scheme. Does not migrate.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(unused_variables))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+    allow(unused_variables)
+)]
 pub async fn connect(url: &str, config: &DbConfig) -> Result<Arc<dyn Database>> {
     let scheme = url.split(':').next().unwrap_or_default();
     match scheme {
@@ -77,9 +85,13 @@ pub async fn connect(url: &str, config: &DbConfig) -> Result<Arc<dyn Database>> 
         "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresDatabase::connect(url, config).await?)),
         #[cfg(not(feature = "postgres"))]
         "postgres" | "postgresql" => Err(compiled_out("postgres")),
-        "mysql" | "mariadb" | "mongodb" => {
+        "mongodb" => {
             Err(Error::invalid("database_url", format!("the `{scheme}` backend is not available in this build")))
         }
+        #[cfg(feature = "mysql")]
+        "mysql" | "mariadb" => Ok(Arc::new(mysql::MysqlDatabase::connect(url, config).await?)),
+        #[cfg(not(feature = "mysql"))]
+        "mysql" | "mariadb" => Err(compiled_out("mysql")),
         _ => Err(Error::invalid(
             "database_url",
             format!("unknown scheme `{scheme}`; expected sqlite://, postgres://, mysql://, mariadb:// or mongodb://"),
@@ -87,7 +99,7 @@ pub async fn connect(url: &str, config: &DbConfig) -> Result<Arc<dyn Database>> 
     }
 }
 
-#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
+#[cfg(not(all(feature = "sqlite", feature = "postgres", feature = "mysql")))]
 fn compiled_out(feature: &str) -> Error {
     Error::invalid(
         "database_url",

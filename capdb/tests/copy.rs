@@ -203,3 +203,20 @@ async fn copying_an_empty_store_leaves_a_working_fresh_one() {
     let (_, again) = (populate(&*target).await, capdb::copy(&*source, &*target, &CopyOptions::default()).await);
     assert!(again.is_err(), "once it holds data, the target is refused");
 }
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_to_mysql_to_postgres_keeps_every_checksum() {
+    let Some(mysql_url) = common::mysql::fresh_database_url().await else { return };
+    let Some(postgres_url) = common::postgres::fresh_database_url().await else { return };
+    let source = open(&sqlite_url()).await;
+    let (admin, server) = populate(&*source).await;
+    let expected = reports(&*source).await;
+    let mysql = open(&mysql_url).await;
+    assert_eq!(capdb::copy(&*source, &*mysql, &CopyOptions::default()).await.unwrap().tables, expected);
+    let postgres = open(&postgres_url).await;
+    assert_eq!(capdb::copy(&*mysql, &*postgres, &CopyOptions::default()).await.unwrap().tables, expected);
+    assert_eq!(reports(&*postgres).await, expected);
+    assert_eq!(postgres.servers().get(server.id).await.unwrap(), server);
+    assert_eq!(mysql.users().get(admin.id).await.unwrap(), admin);
+}

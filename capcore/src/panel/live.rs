@@ -171,7 +171,8 @@ impl LiveHub {
     /// The server's recent lines with their numbers, and its latest stats.
     pub(crate) fn recent(&self, id: ServerId) -> (Vec<(u64, String)>, Option<String>) {
         let Some(feed) = self.feeds.read().expect("live hub lock").get(&id).cloned() else { return (Vec::new(), None) };
-        let lines = feed.replay.lock().expect("replay lock").iter().map(|(seq, j)| (*seq, j.as_str().to_owned())).collect();
+        let lines =
+            feed.replay.lock().expect("replay lock").iter().map(|(seq, j)| (*seq, j.as_str().to_owned())).collect();
         let stats = feed.stats.lock().expect("stats lock").as_ref().map(|j| j.as_str().to_owned());
         (lines, stats)
     }

@@ -23,9 +23,9 @@ pub use live::LiveHub;
 
 use crate::backend::{Authenticator, Cache, Database};
 use crate::ids::{NodeId, ServerId, UserId};
-use crate::protocol::v1::Command;
 use crate::model::{AuditEvent, AuditResult, NewRole, NewUser, Server};
 use crate::permission::{DEFAULT_ROLES, Permission, Scope, ServerRelation, Subject, is_allowed};
+use crate::protocol::v1::Command;
 use crate::time::Timestamp;
 use crate::{Error, Result};
 use std::sync::Arc;

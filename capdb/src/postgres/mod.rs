@@ -60,7 +60,9 @@ impl PostgresDatabase {
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
             .await
-            .map_err(|e| Error::unavailable(format!("cannot connect to PostgreSQL at `{}`", redacted(url)), e))?;
+            .map_err(|e| {
+                Error::unavailable(format!("cannot connect to PostgreSQL at `{}`", crate::url::redacted(url)), e)
+            })?;
         Ok(Self::from_pool(pool))
     }
 
@@ -111,24 +113,6 @@ impl PostgresDatabase {
 async fn lock_migrations(tx: &mut sqlx::Transaction<'static, Postgres>) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut **tx).await.map_err(db)?;
     Ok(())
-}
-
-/// `url` without its password (in the authority or as a `password=` parameter), for messages.
-fn redacted(url: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = match base.split_once("://").and_then(|(scheme, rest)| Some((scheme, rest.split_once('@')?))) {
-        Some((scheme, (credentials, host))) => match credentials.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => base.to_string(),
-        },
-        None => base.to_string(),
-    };
-    let Some(query) = query else { return base };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| if pair.starts_with("password=") { "password=***".to_string() } else { pair.to_string() })
-        .collect();
-    format!("{base}?{}", query.join("&"))
 }
 
 #[async_trait]
@@ -328,16 +312,6 @@ pub(crate) async fn list_table<T>(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn redacted_hides_the_password_wherever_it_is() {
-        assert_eq!(super::redacted("postgres://cap:s3cret@db:5432/cap"), "postgres://cap:***@db:5432/cap");
-        assert_eq!(super::redacted("postgres://cap@db/cap?sslmode=require"), "postgres://cap@db/cap?sslmode=require");
-        assert_eq!(
-            super::redacted("postgresql://db/cap?user=cap&password=s3cret&sslmode=require"),
-            "postgresql://db/cap?user=cap&password=***&sslmode=require"
-        );
-    }
-
     #[test]
     fn like_contains_escapes_the_wildcards_and_the_escape() {
         assert_eq!(super::like_contains(r"100%_a\b"), r"%100\%\_a\\b%");
