@@ -27,40 +27,56 @@ fn skip_or_fail(what: &str) -> Option<()> {
     None
 }
 
-/// A fresh PostgreSQL database reached through a proxy, and the proxy.
-async fn postgres_through_a_proxy() -> Option<(String, Proxy)> {
-    let admin =
-        std::env::var("CAP_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    // Named like capdb's test databases, so runs that are gone get theirs dropped.
+/// A fresh database on the PostgreSQL or MariaDB of the tests, reached through a proxy, and the
+/// proxy. Named like capdb's test databases, so those of runs that are gone get dropped.
+async fn database_through_a_proxy(backend: &str) -> Option<(String, Proxy)> {
     let name = format!("cap_test_{}_resilience", std::process::id());
-    let created = tokio::process::Command::new("psql")
-        .args([
-            admin.as_str(),
-            "-q",
-            "-c",
-            &format!("DROP DATABASE IF EXISTS {name}"),
-            "-c",
-            &format!("CREATE DATABASE {name}"),
-        ])
-        .output()
-        .await;
+    let (admin, created) = if backend == "postgres" {
+        let admin = std::env::var("CAP_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let drop = format!("DROP DATABASE IF EXISTS {name}");
+        let create = format!("CREATE DATABASE {name}");
+        let out =
+            tokio::process::Command::new("psql").args([admin.as_str(), "-q", "-c", &drop, "-c", &create]).output();
+        (admin.clone(), out.await)
+    } else {
+        let admin = std::env::var("CAP_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/".into());
+        let at = address_of(&admin);
+        let user = admin.split("://").nth(1).unwrap().split('@').next().unwrap().to_string();
+        let sql = format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}");
+        let (host, port) = (at.ip().to_string(), at.port().to_string());
+        let out =
+            tokio::process::Command::new("mariadb").args(["-u", &user, "-h", &host, "-P", &port, "-e", &sql]).output();
+        (admin.clone(), out.await)
+    };
     match created {
         Ok(out) if out.status.success() => {}
         Ok(out) => {
-            return skip_or_fail(&format!("PostgreSQL at {admin}: {}", String::from_utf8_lossy(&out.stderr))).and(None);
+            return skip_or_fail(&format!("{backend} at {admin}: {}", String::from_utf8_lossy(&out.stderr))).and(None);
         }
-        Err(e) => return skip_or_fail(&format!("psql cannot run: {e}")).and(None),
+        Err(e) => return skip_or_fail(&format!("the {backend} client cannot run: {e}")).and(None),
     }
     let proxy = Proxy::start(address_of(&admin)).await;
-    let user = admin.split("://").nth(1).unwrap().split('@').next().unwrap();
-    Some((format!("postgres://{user}@{}/{name}", proxy.addr), proxy))
+    let (scheme, rest) = admin.split_once("://").unwrap();
+    let user = rest.split('@').next().unwrap();
+    Some((format!("{scheme}://{user}@{}/{name}", proxy.addr), proxy))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_that_goes_away_is_a_503_and_the_panel_recovers_by_itself() {
-    let Some((url, proxy)) = postgres_through_a_proxy().await else { return };
+async fn postgres_going_away_is_a_503_and_the_panel_recovers_by_itself() {
+    let Some((url, proxy)) = database_through_a_proxy("postgres").await else { return };
+    a_database_that_goes_away_is_a_503_and_the_panel_recovers_by_itself(&url, &proxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_going_away_is_a_503_and_the_panel_recovers_by_itself() {
+    let Some((url, proxy)) = database_through_a_proxy("mysql").await else { return };
+    a_database_that_goes_away_is_a_503_and_the_panel_recovers_by_itself(&url, &proxy).await;
+}
+
+async fn a_database_that_goes_away_is_a_503_and_the_panel_recovers_by_itself(url: &str, proxy: &Proxy) {
     let config = capdb::DbConfig { max_connections: 4, acquire_timeout: Duration::from_secs(1) };
-    let store: Arc<dyn Database> = capdb::connect(&url, &config).await.expect("connect through the proxy");
+    let store: Arc<dyn Database> = capdb::connect(url, &config).await.expect("connect through the proxy");
     let cache: Arc<dyn Cache> = Arc::new(MemoryCache::default());
     let panel = TestPanel::start_on(store, cache, test_auth_config(), PanelConfig::default(), true).await;
     let admin = panel.admin().await;
