@@ -3,7 +3,8 @@
 //! Pick a backend by URL with [`connect`]; `sqlite://` is the embedded default (feature
 //! `sqlite`, on by default) and `postgres://` (or `postgresql://`) the shared one for several
 //! panels (feature `postgres`, on by default), as is `mysql://` (or `mariadb://`) for MySQL and
-//! MariaDB (feature `mysql`, on by default). A scheme whose
+//! MariaDB (feature `mysql`, on by default); `mongodb://` stores the panel in MongoDB (feature
+//! `mongodb`, on by default; see [`mongo`] for what holds without transactions). A scheme whose
 //! backend is compiled out fails with an error naming the feature to enable. Each backend runs the same conformance suite
 //! (`capcore::database_conformance_tests!`).
 //!
@@ -34,8 +35,10 @@ pub mod copy;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 mod error;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql", feature = "mongodb"))]
 mod migrations;
+#[cfg(feature = "mongodb")]
+pub mod mongo;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
@@ -44,7 +47,7 @@ mod portable;
 pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "mongodb"))]
 mod url;
 
 pub use cached::{CachedDatabase, CachedDatabaseConfig};
@@ -71,7 +74,7 @@ impl Default for DbConfig {
 
 /// Opens the database at `url`, choosing the backend by scheme. Does not migrate.
 #[cfg_attr(
-    not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+    not(any(feature = "sqlite", feature = "postgres", feature = "mysql", feature = "mongodb")),
     allow(unused_variables)
 )]
 pub async fn connect(url: &str, config: &DbConfig) -> Result<Arc<dyn Database>> {
@@ -85,9 +88,10 @@ pub async fn connect(url: &str, config: &DbConfig) -> Result<Arc<dyn Database>> 
         "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresDatabase::connect(url, config).await?)),
         #[cfg(not(feature = "postgres"))]
         "postgres" | "postgresql" => Err(compiled_out("postgres")),
-        "mongodb" => {
-            Err(Error::invalid("database_url", format!("the `{scheme}` backend is not available in this build")))
-        }
+        #[cfg(feature = "mongodb")]
+        "mongodb" => Ok(Arc::new(mongo::MongoDatabase::connect(url, config).await?)),
+        #[cfg(not(feature = "mongodb"))]
+        "mongodb" => Err(compiled_out("mongodb")),
         #[cfg(feature = "mysql")]
         "mysql" | "mariadb" => Ok(Arc::new(mysql::MysqlDatabase::connect(url, config).await?)),
         #[cfg(not(feature = "mysql"))]
@@ -99,7 +103,7 @@ pub async fn connect(url: &str, config: &DbConfig) -> Result<Arc<dyn Database>> 
     }
 }
 
-#[cfg(not(all(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+#[cfg(not(all(feature = "sqlite", feature = "postgres", feature = "mysql", feature = "mongodb")))]
 fn compiled_out(feature: &str) -> Error {
     Error::invalid(
         "database_url",

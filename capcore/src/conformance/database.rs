@@ -8,6 +8,7 @@
 //! Run it against a backend with [`database_conformance_tests!`](crate::database_conformance_tests).
 
 use crate::backend::Database;
+use crate::backend::portable::{Row, RowDigest, Table};
 use crate::conformance::unique_suffix;
 use crate::error::{Error, Result};
 use crate::ids::*;
@@ -2306,21 +2307,10 @@ pub async fn audit_list_pages_with_total(db: Arc<dyn Database>) {
     assert_eq!(db.audit().list(&AuditFilter::default(), PageRequest::new(1, 2)).await.unwrap().total, 7);
 }
 
-#[cfg(test)]
-mod tests {
-    /// The suite's template is one the panel itself would accept, so backends are tested with
-    /// realistic data.
-    #[test]
-    fn the_fixture_template_spec_is_valid() {
-        super::template_spec("Minecraft: Java Edition").validate().unwrap();
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Whole tables (moving data between backends)
 // ---------------------------------------------------------------------------------------------
-
-use crate::backend::portable::{Row, RowDigest, Table};
 
 /// One of everything the panel stores, with the awkward cases: a user with a TOTP secret and one
 /// without, role memberships, an assigned and a free allocation, a server with an environment, a
@@ -2453,4 +2443,14 @@ pub async fn portable_import_is_all_or_nothing(db: Arc<dyn Database>) {
     assert_eq!(db.users().get(fresh_id).await.unwrap().id, fresh_id);
     assert_eq!(db.users().get(user.id).await.unwrap(), user);
     assert_eq!(db.import_rows(Table::Users, &[]).await.ok(), Some(()), "nothing to import is fine");
+}
+
+#[cfg(test)]
+mod tests {
+    /// The suite's template is one the panel itself would accept, so backends are tested with
+    /// realistic data.
+    #[test]
+    fn the_fixture_template_spec_is_valid() {
+        super::template_spec("Minecraft: Java Edition").validate().unwrap();
+    }
 }
