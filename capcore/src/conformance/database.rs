@@ -2307,7 +2307,6 @@ pub async fn audit_list_pages_with_total(db: Arc<dyn Database>) {
     assert_eq!(db.audit().list(&AuditFilter::default(), PageRequest::new(1, 2)).await.unwrap().total, 7);
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Whole tables (moving data between backends)
 // ---------------------------------------------------------------------------------------------
