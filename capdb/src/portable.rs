@@ -1,7 +1,10 @@
 //! The SQL that every sqlx backend runs for whole-table export and import; each backend adds
 //! how its columns decode and bind (booleans and JSON differ between stores).
 
-use capcore::backend::portable::{Column, Table};
+use capcore::Result;
+use capcore::backend::portable::{Column, Kind, Row, Table};
+use serde_json::Value;
+use sqlx::{Decode, Type};
 
 /// `SELECT <columns> FROM <table> ORDER BY <key or insertion order> LIMIT <p1> OFFSET <p2>`.
 /// `select` renders a column for reading (a cast where the store's type needs one), `bytewise`
@@ -31,6 +34,35 @@ pub(crate) fn insert_row(table: Table, placeholder: impl Fn(usize, &Column) -> S
 /// The statements that empty every table, children first.
 pub(crate) fn clear_all() -> impl Iterator<Item = String> {
     Table::ALL.into_iter().rev().map(|t| format!("DELETE FROM {}", t.name()))
+}
+
+/// One exported row as the table's JSON values, from a row selected with [`select_page`]
+/// (JSON columns read as text, integers as 64-bit, booleans as the store's boolean).
+pub(crate) fn decode<R>(table: Table, row: &R) -> Result<Row>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    use crate::error::{corrupt, db};
+    let mut values = Vec::with_capacity(table.columns().len());
+    for (i, column) in table.columns().iter().enumerate() {
+        let value = match column.kind {
+            Kind::Text => Value::from(row.try_get::<String, _>(i).map_err(db)?),
+            Kind::OptText => row.try_get::<Option<String>, _>(i).map_err(db)?.map_or(Value::Null, Value::from),
+            Kind::Int => Value::from(row.try_get::<i64, _>(i).map_err(db)?),
+            Kind::OptInt => row.try_get::<Option<i64>, _>(i).map_err(db)?.map_or(Value::Null, Value::from),
+            Kind::Bool => Value::from(row.try_get::<bool, _>(i).map_err(db)?),
+            Kind::Json => {
+                let text: String = row.try_get(i).map_err(db)?;
+                serde_json::from_str(&text).map_err(|e| corrupt(column.name, e))?
+            }
+        };
+        values.push(value);
+    }
+    Ok(values)
 }
 
 #[cfg(test)]

@@ -4,13 +4,10 @@
 //! AUTO_INCREMENT column.
 
 use super::error::{db, map};
-use crate::error::corrupt;
-use crate::portable::{clear_all, insert_row, select_page};
+use crate::portable::{clear_all, decode, insert_row, select_page};
 use capcore::Result;
 use capcore::backend::portable::{Column, Kind, Row, Table};
-use serde_json::Value;
-use sqlx::mysql::MySqlRow;
-use sqlx::{AssertSqlSafe, MySqlPool, Row as _};
+use sqlx::{AssertSqlSafe, MySqlPool};
 
 pub(crate) async fn count(pool: &MySqlPool, table: Table) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", table.name())))
@@ -29,25 +26,6 @@ pub(crate) async fn export(pool: &MySqlPool, table: Table, offset: u64, limit: u
     let rows =
         sqlx::query(AssertSqlSafe(sql)).bind(i64::from(limit)).bind(offset as i64).fetch_all(pool).await.map_err(db)?;
     rows.iter().map(|row| decode(table, row)).collect()
-}
-
-fn decode(table: Table, row: &MySqlRow) -> Result<Row> {
-    let mut values = Vec::with_capacity(table.columns().len());
-    for (i, column) in table.columns().iter().enumerate() {
-        let value = match column.kind {
-            Kind::Text => Value::from(row.try_get::<String, _>(i).map_err(db)?),
-            Kind::OptText => row.try_get::<Option<String>, _>(i).map_err(db)?.map_or(Value::Null, Value::from),
-            Kind::Int => Value::from(row.try_get::<i64, _>(i).map_err(db)?),
-            Kind::OptInt => row.try_get::<Option<i64>, _>(i).map_err(db)?.map_or(Value::Null, Value::from),
-            Kind::Bool => Value::from(row.try_get::<bool, _>(i).map_err(db)?),
-            Kind::Json => {
-                let text: String = row.try_get(i).map_err(db)?;
-                serde_json::from_str(&text).map_err(|e| corrupt(column.name, e))?
-            }
-        };
-        values.push(value);
-    }
-    Ok(values)
 }
 
 pub(crate) async fn import(pool: &MySqlPool, table: Table, rows: &[Row]) -> Result<()> {

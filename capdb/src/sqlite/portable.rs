@@ -1,13 +1,11 @@
 //! Whole-table export and import for SQLite: booleans are integers, JSON is text, and the audit
 //! log's insertion order is the rowid.
 
-use crate::error::{corrupt, db, map};
-use crate::portable::{clear_all, insert_row, select_page};
+use crate::error::{db, map};
+use crate::portable::{clear_all, decode, insert_row, select_page};
 use capcore::Result;
 use capcore::backend::portable::{Kind, Row, Table};
-use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row as _, SqlitePool};
+use sqlx::{AssertSqlSafe, SqlitePool};
 
 pub(crate) async fn count(pool: &SqlitePool, table: Table) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", table.name())))
@@ -22,25 +20,6 @@ pub(crate) async fn export(pool: &SqlitePool, table: Table, offset: u64, limit: 
     let rows =
         sqlx::query(AssertSqlSafe(sql)).bind(i64::from(limit)).bind(offset as i64).fetch_all(pool).await.map_err(db)?;
     rows.iter().map(|row| decode(table, row)).collect()
-}
-
-fn decode(table: Table, row: &SqliteRow) -> Result<Row> {
-    let mut values = Vec::with_capacity(table.columns().len());
-    for (i, column) in table.columns().iter().enumerate() {
-        let value = match column.kind {
-            Kind::Text => Value::from(row.try_get::<String, _>(i).map_err(db)?),
-            Kind::OptText => row.try_get::<Option<String>, _>(i).map_err(db)?.map_or(Value::Null, Value::from),
-            Kind::Int => Value::from(row.try_get::<i64, _>(i).map_err(db)?),
-            Kind::OptInt => row.try_get::<Option<i64>, _>(i).map_err(db)?.map_or(Value::Null, Value::from),
-            Kind::Bool => Value::from(row.try_get::<i64, _>(i).map_err(db)? != 0),
-            Kind::Json => {
-                let text: String = row.try_get(i).map_err(db)?;
-                serde_json::from_str(&text).map_err(|e| corrupt(column.name, e))?
-            }
-        };
-        values.push(value);
-    }
-    Ok(values)
 }
 
 pub(crate) async fn import(pool: &SqlitePool, table: Table, rows: &[Row]) -> Result<()> {
