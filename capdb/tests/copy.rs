@@ -2,7 +2,9 @@
 //! and checksums, and a target that already holds data is refused unless overwriting is asked.
 //!
 //! SQLite databases are files in a temporary directory; PostgreSQL databases are fresh ones on
-//! the server at `CAP_TEST_POSTGRES_URL` (skipped without it, failing under `CAP_TEST_REQUIRE=1`).
+//! the server at `CAP_TEST_POSTGRES_URL` (skipped without it, failing under `CAP_TEST_REQUIRE=1`),
+//! MySQL/MariaDB ones likewise at `CAP_TEST_MYSQL_URL`, and MongoDB ones on the SecantusDB and
+//! nx-27017 servers the tests start.
 #![cfg(all(feature = "sqlite", feature = "postgres"))]
 
 mod common;
@@ -219,4 +221,47 @@ async fn sqlite_to_mysql_to_postgres_keeps_every_checksum() {
     assert_eq!(reports(&*postgres).await, expected);
     assert_eq!(postgres.servers().get(server.id).await.unwrap(), server);
     assert_eq!(mysql.users().get(admin.id).await.unwrap(), admin);
+}
+
+#[cfg(feature = "mongodb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_to_both_mongodb_servers_and_back_keeps_every_checksum() {
+    use common::mongodb::{Server, fresh_database_url};
+    let Some(secantus_url) = fresh_database_url(Server::Secantus).await else { return };
+    let Some(nx_url) = fresh_database_url(Server::Nx).await else { return };
+    let source = open(&sqlite_url()).await;
+    let (admin, server) = populate(&*source).await;
+    let expected = reports(&*source).await;
+    let secantus = open(&secantus_url).await;
+    let options = CopyOptions { batch: 2, ..CopyOptions::default() };
+    assert_eq!(capdb::copy(&*source, &*secantus, &options).await.unwrap().tables, expected);
+    let nx = open(&nx_url).await;
+    assert_eq!(capdb::copy(&*secantus, &*nx, &options).await.unwrap().tables, expected);
+    let back = open(&sqlite_url()).await;
+    assert_eq!(capdb::copy(&*nx, &*back, &CopyOptions::default()).await.unwrap().tables, expected);
+    assert_eq!(reports(&*back).await, expected);
+
+    for (name, copy) in [("SecantusDB", &secantus), ("nx-27017", &nx)] {
+        assert_eq!(copy.servers().get(server.id).await.unwrap(), server, "{name}");
+        assert_eq!(copy.users().find_by_email("ada@example.test").await.unwrap(), Some(admin.clone()), "{name}");
+        // The copied node counts the copied server: the rest of its 8192 MiB fits, no more.
+        let rest = NewServer {
+            name: "the rest".into(),
+            description: String::new(),
+            owner_id: admin.id,
+            node_id: server.node_id,
+            template_id: server.template_id,
+            limits: Limits { memory_mb: 8192 - server.limits.memory_mb, ..Limits::default() },
+            environment: Default::default(),
+            allocation: AllocationRequest::AnyFree,
+        };
+        let too_much = NewServer {
+            name: "too much".into(),
+            limits: Limits { memory_mb: 16, ..Limits::default() },
+            ..rest.clone()
+        };
+        copy.servers().create(rest, Timestamp::from_millis(1_790_000_001_000)).await.expect(name);
+        let err = copy.servers().create(too_much, Timestamp::from_millis(1_790_000_001_000)).await.unwrap_err();
+        assert!(err.to_string().contains("not enough memory"), "{name}: {err}");
+    }
 }

@@ -1,185 +1,21 @@
 //! Runs the database conformance suite against the MongoDB backend on two MongoDB-wire-compatible
-//! servers from PyPI, SecantusDB (`secantusd-py`) and nx-27017, and checks the backend's
-//! migrations and connection errors on each.
-//!
-//! No real `mongod` is used: each test process starts one server of each kind on a free port the
-//! first time a test needs it (in memory, so nothing is left on disk) and shares it; every test
-//! uses a database of its own, `cap_test_<pid>_<n>`. A server runs under `sh`, which reads the
-//! standard input the test process holds open and, when that closes (the test process is gone,
-//! however it ended), stops the server and waits for it, so no server outlives its tests.
-//! Without the server's executable on PATH every test prints a skip line naming what to
-//! `pip install`, unless `CAP_TEST_REQUIRE=1`, which makes it fail.
+//! servers from PyPI, SecantusDB (`secantusd-py`) and nx-27017 (started by `common::mongodb`;
+//! no real `mongod` is used), and checks the backend's migrations, its counting of what a node
+//! gives out and its connection errors on each.
 #![cfg(feature = "mongodb")]
 
+mod common;
+
 use capcore::backend::Database;
+use capcore::ids::{NodeId, TemplateId, UserId};
+use capcore::model::*;
+use capcore::time::Timestamp;
 use capdb::DbConfig;
 use capdb::mongo::MongoDatabase;
+use common::mongodb::{Server, free_port, fresh_database_url};
 use mongodb::bson::{Document, doc};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
-
-/// A MongoDB-wire-compatible server the tests run.
-#[derive(Debug, Clone, Copy)]
-enum Server {
-    Secantus,
-    Nx,
-}
-
-/// How long a server may take to answer after it is started (Python imports included).
-const STARTUP: Duration = Duration::from_secs(60);
-
-impl Server {
-    fn executable(self) -> &'static str {
-        match self {
-            Server::Secantus => "secantusd-py",
-            Server::Nx => "nx-27017",
-        }
-    }
-
-    /// What to install for it: the versions these tests were written against (see .ci/run).
-    fn package(self) -> &'static str {
-        match self {
-            Server::Secantus => "SecantusDB==0.7.0b3",
-            Server::Nx => "nx-27017==0.8.1",
-        }
-    }
-
-    /// Its command line, in memory, on `port`, writing whatever it writes into `dir`.
-    fn args(self, port: u16, dir: &Path) -> Vec<String> {
-        let port = port.to_string();
-        let in_dir = |name: &str| dir.join(name).display().to_string();
-        match self {
-            Server::Secantus => {
-                vec![
-                    "--host".into(),
-                    "127.0.0.1".into(),
-                    "--port".into(),
-                    port,
-                    "--storage-path".into(),
-                    ":memory:".into(),
-                ]
-            }
-            Server::Nx => vec![
-                "--db".into(),
-                "memory".into(),
-                "--host".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port,
-                "--log-file".into(),
-                in_dir("nx-27017.log"),
-                "--pid-file".into(),
-                in_dir("nx-27017.pid"),
-            ],
-        }
-    }
-
-    fn started(self) -> &'static OnceCell<Result<Running, Unusable>> {
-        static SECANTUS: OnceCell<Result<Running, Unusable>> = OnceCell::const_new();
-        static NX: OnceCell<Result<Running, Unusable>> = OnceCell::const_new();
-        match self {
-            Server::Secantus => &SECANTUS,
-            Server::Nx => &NX,
-        }
-    }
-}
-
-/// A started server. Its keeper (`sh`) holds the pipe whose end stops the server; it lives in a
-/// static, so the pipe closes only when the test process ends.
-#[derive(Debug)]
-struct Running {
-    port: u16,
-    _keeper: Child,
-}
-
-/// Why a server cannot be used.
-#[derive(Debug)]
-enum Unusable {
-    /// Not installed: a skip, or a failure under `CAP_TEST_REQUIRE=1`.
-    Missing(String),
-    /// Installed but did not come up: always a failure.
-    Broken(String),
-}
-
-/// Stops the server (`$3...`) when standard input closes, then removes its directory (`$1`);
-/// its output goes to `$2`.
-const KEEPER: &str =
-    r#"dir=$1; log=$2; shift 2; "$@" >"$log" 2>&1 & p=$!; read _; kill -INT $p 2>/dev/null; wait $p; rm -rf "$dir""#;
-
-fn on_path(executable: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(executable)).find(|candidate| candidate.is_file())
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn start(server: Server) -> Result<Running, Unusable> {
-    let executable = server.executable();
-    let Some(program) = on_path(executable) else {
-        return Err(Unusable::Missing(format!(
-            "`{executable}` is not on PATH; install it with `pip install {}`",
-            server.package()
-        )));
-    };
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("cap-test-{executable}-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("output.log");
-    let keeper = Command::new("sh")
-        .args(["-c", KEEPER, "sh"])
-        .arg(&dir)
-        .arg(&log)
-        .arg(&program)
-        .args(server.args(port, &dir))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| Unusable::Broken(format!("cannot start `{executable}`: {e}")))?;
-    // Ready once it answers a ping; each attempt waits at most its own selection timeout.
-    let url = format!("mongodb://127.0.0.1:{port}/cap_ready");
-    let config = DbConfig { max_connections: 1, acquire_timeout: Duration::from_millis(500) };
-    let deadline = Instant::now() + STARTUP;
-    loop {
-        match MongoDatabase::connect(&url, &config).await {
-            Ok(_) => return Ok(Running { port, _keeper: keeper }),
-            Err(e) if Instant::now() >= deadline => {
-                let output = std::fs::read_to_string(&log).unwrap_or_default();
-                return Err(Unusable::Broken(format!(
-                    "`{executable}` does not answer on port {port} after {STARTUP:?}: {e}; its output:\n{output}"
-                )));
-            }
-            Err(_) => {}
-        }
-    }
-}
-
-/// The URL of a new, empty database on `server` (started on first use), or `None` after a skip
-/// line when it is not installed (a failure under `CAP_TEST_REQUIRE=1`).
-async fn fresh_database_url(server: Server) -> Option<String> {
-    static N: AtomicU64 = AtomicU64::new(0);
-    match server.started().get_or_init(|| start(server)).await {
-        Ok(running) => Some(format!(
-            "mongodb://127.0.0.1:{}/cap_test_{}_{}",
-            running.port,
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        )),
-        Err(Unusable::Missing(message)) if !capcore::conformance::services_required() => {
-            eprintln!("skipped: {message} (set CAP_TEST_REQUIRE=1 to fail instead)");
-            None
-        }
-        Err(Unusable::Missing(message)) => panic!("{message}; CAP_TEST_REQUIRE=1 requires it"),
-        Err(Unusable::Broken(message)) => panic!("{message}"),
-    }
-}
 
 async fn open(url: &str) -> Arc<dyn Database> {
     capdb::connect(url, &DbConfig::default()).await.expect("connect to the test database")
@@ -264,6 +100,120 @@ async fn a_url_without_a_database_is_invalid(server: Server) {
     }
 }
 
+/// Now by this machine's clock, as the backend's lease and change expiry read it.
+fn now() -> Timestamp {
+    Timestamp::from_millis(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    )
+}
+
+/// A node of 1000 MiB (no overallocation) with ten ports, an owner and a template, through the
+/// backend itself.
+async fn node_with_room(db: &dyn Database) -> (NodeId, UserId, TemplateId) {
+    let now = now();
+    let owner = db
+        .users()
+        .create(
+            NewUser {
+                username: "owner".to_string(),
+                email: "owner@example.com".to_string(),
+                password_hash: "x".to_string(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let node = NewNode {
+        name: "node".to_string(),
+        description: String::new(),
+        fqdn: "node.example.com".to_string(),
+        memory_mb: 1000,
+        memory_overallocate: 0,
+        disk_mb: 1000,
+        disk_overallocate: -1,
+        token_hash: "hash".to_string(),
+    };
+    let node = db.nodes().create(node, now).await.unwrap();
+    let ports: Vec<u16> = (0..10).map(|i| 25_565 + i).collect();
+    db.allocations().add(node.id, "127.0.0.1", &ports).await.unwrap();
+    let spec = serde_json::from_str(include_str!("../../examples/templates/minetest-server.json")).unwrap();
+    let template = db.templates().create(spec, now).await.unwrap();
+    (node.id, owner.id, template.id)
+}
+
+async fn create(
+    db: &dyn Database,
+    (node, owner, template): (NodeId, UserId, TemplateId),
+    name: &str,
+    memory_mb: i64,
+) -> capcore::Result<capcore::model::Server> {
+    let new = NewServer {
+        name: name.to_string(),
+        description: String::new(),
+        owner_id: owner,
+        node_id: node,
+        template_id: template,
+        limits: Limits { memory_mb, ..Limits::default() },
+        environment: Default::default(),
+        allocation: AllocationRequest::AnyFree,
+    };
+    db.servers().create(new, now()).await
+}
+
+/// The node's counters as stored: used memory, and the number of changes recorded in flight.
+async fn counters(url: &str, node: NodeId) -> (i64, usize) {
+    let doc = raw(url, "nodes").await.find_one(doc! { "_id": node.to_string() }).await.unwrap().unwrap();
+    let used = match doc.get("used_memory") {
+        Some(mongodb::bson::Bson::Int64(n)) => *n,
+        Some(mongodb::bson::Bson::Int32(n)) => i64::from(*n),
+        other => panic!("used_memory is {other:?}"),
+    };
+    (used, doc.get_document("pending").unwrap().len())
+}
+
+/// A panel that died in the middle of a creation left the node counting 900 MiB that no server
+/// has, and its change recorded. Once the change has expired, the node is recounted from its
+/// servers when a creation would otherwise be refused; while it has not, it is trusted.
+async fn a_change_left_by_a_dead_panel_is_recounted_once_expired(server: Server) {
+    let Some(url) = fresh_database_url(server).await else { return };
+    let db = open(&url).await;
+    db.migrate().await.unwrap();
+    let world = node_with_room(&*db).await;
+    create(&*db, world, "first", 100).await.unwrap();
+    assert_eq!(counters(&url, world.0).await, (100, 0), "counted, and the change finished");
+
+    let nodes = raw(&url, "nodes").await;
+    let left_behind = |until: i64| doc! { "$inc": { "used_memory": 900_i64 }, "$set": { "pending.dead": until } };
+    let in_an_hour = now().0 + 3_600_000;
+    nodes.update_one(doc! { "_id": world.0.to_string() }, left_behind(in_an_hour)).await.unwrap();
+    let err = create(&*db, world, "second", 500).await.unwrap_err();
+    assert!(matches!(err, capcore::Error::Conflict { .. }), "a live change is trusted: {err:?}");
+    assert!(err.to_string().contains("1500 MiB would be given out of 1000 MiB"), "{err}");
+
+    let expired = doc! { "$set": { "pending.dead": 1_i64 } };
+    nodes.update_one(doc! { "_id": world.0.to_string() }, expired).await.unwrap();
+    create(&*db, world, "second", 500).await.expect("recounted: 100 MiB are used, 500 more fit");
+    assert_eq!(counters(&url, world.0).await, (600, 0), "the expired change is gone with its 900 MiB");
+    let err = create(&*db, world, "third", 401).await.unwrap_err();
+    assert!(err.to_string().contains("1001 MiB would be given out of 1000 MiB"), "{err}");
+}
+
+/// A node document without counters or lease (written before they existed, or imported) is
+/// counted from its servers on first use.
+async fn a_node_without_counters_is_counted_on_first_use(server: Server) {
+    let Some(url) = fresh_database_url(server).await else { return };
+    let db = open(&url).await;
+    db.migrate().await.unwrap();
+    let world = node_with_room(&*db).await;
+    let first = create(&*db, world, "first", 300).await.unwrap();
+    let strip = doc! { "$unset": { "used_memory": "", "used_disk": "", "pending": "", "lock": "" } };
+    raw(&url, "nodes").await.update_one(doc! { "_id": world.0.to_string() }, strip).await.unwrap();
+    create(&*db, world, "second", 700).await.expect("300 + 700 MiB fit in 1000 MiB");
+    assert_eq!(counters(&url, world.0).await, (1000, 0));
+    db.servers().delete(first.id).await.unwrap();
+    assert_eq!(counters(&url, world.0).await, (700, 0), "a deletion gives its memory back");
+}
+
 /// Needs no server: the port is one nothing listens on.
 async fn an_unreachable_server_is_unavailable_in_time() {
     let config = DbConfig { acquire_timeout: Duration::from_secs(2), ..DbConfig::default() };
@@ -300,6 +250,16 @@ macro_rules! backend_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_url_without_a_database_is_invalid() {
             super::a_url_without_a_database_is_invalid($server).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_change_left_by_a_dead_panel_is_recounted_once_expired() {
+            super::a_change_left_by_a_dead_panel_is_recounted_once_expired($server).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_node_without_counters_is_counted_on_first_use() {
+            super::a_node_without_counters_is_counted_on_first_use($server).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

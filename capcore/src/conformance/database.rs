@@ -88,6 +88,8 @@ macro_rules! database_conformance_tests {
                 servers_create_without_a_free_allocation_is_conflict,
                 servers_create_and_update_respect_node_capacity,
                 servers_concurrent_create_never_overcommits_a_node,
+                servers_many_concurrent_creators_fill_a_node_exactly,
+                servers_concurrent_create_resize_and_delete_keep_the_node_count_exact,
                 servers_set_variables_merges_and_concurrent_edits_both_stay,
                 servers_missing_is_not_found,
                 servers_list_visible_to_covers_owner_and_subusers_only,
@@ -1328,6 +1330,82 @@ pub async fn servers_concurrent_create_never_overcommits_a_node(db: Arc<dyn Data
     let results = join_all(tasks).await;
     let created = results.into_iter().map(|r| r.unwrap()).filter(|r| r.is_ok()).count();
     assert_eq!(created, 3, "three 300 MiB servers fit in 1000 MiB, a fourth does not");
+}
+
+/// Sixteen creators at once, six servers each, on a node with room for exactly those 96: every
+/// one is created (none waits itself out), each on its own allocation, and a 97th does not fit.
+pub async fn servers_many_concurrent_creators_fill_a_node_exactly(db: Arc<dyn Database>) {
+    const CREATORS: usize = 16;
+    const EACH: usize = 6;
+    let world = small_world(&*db, (CREATORS * EACH) as i64 * 100, (CREATORS * EACH) as u16 + 1).await;
+    let barrier = Arc::new(Barrier::new(CREATORS));
+    let creators = (0..CREATORS).map(|creator| {
+        let (db, barrier) = (db.clone(), barrier.clone());
+        let (owner, node, template) = (world.owner.id, world.node.id, world.template.id);
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let mut created = Vec::new();
+            for i in 0..EACH {
+                let new = with_memory(new_server(&format!("crowd-{creator}-{i}"), owner, node, template), 100);
+                created.push(db.servers().create(new, clock()).await);
+            }
+            created
+        })
+    });
+    let mut servers = Vec::new();
+    for created in join_all(creators).await {
+        for server in created.unwrap() {
+            servers.push(server.expect("a creation with room left on the node succeeds"));
+        }
+    }
+    assert_eq!(servers.len(), CREATORS * EACH);
+    let mut held = BTreeSet::new();
+    for server in &servers {
+        let allocations = db.allocations().list_for_server(server.id).await.unwrap();
+        assert_eq!(allocations.len(), 1, "one allocation per server");
+        assert!(held.insert(allocations[0].id), "an allocation was handed to two servers");
+    }
+    let one_more = with_memory(new_server("one-more", world.owner.id, world.node.id, world.template.id), 100);
+    expect_conflict(db.servers().create(one_more, clock()).await, "a 97th server on a node that is full");
+}
+
+/// Servers created, grown, shrunk and deleted from eight tasks at once leave the node counting
+/// exactly nothing: afterwards a server of the node's whole memory fits, one MiB more does not,
+/// and the node can be deleted.
+pub async fn servers_concurrent_create_resize_and_delete_keep_the_node_count_exact(db: Arc<dyn Database>) {
+    const TASKS: usize = 8;
+    // At most eight servers of 120 MiB at a time: every step fits in 1000 MiB.
+    let world = small_world(&*db, 1000, TASKS as u16).await;
+    let barrier = Arc::new(Barrier::new(TASKS));
+    let tasks = (0..TASKS).map(|task| {
+        let (db, barrier) = (db.clone(), barrier.clone());
+        let (owner, node, template) = (world.owner.id, world.node.id, world.template.id);
+        tokio::spawn(async move {
+            barrier.wait().await;
+            for round in 0..4 {
+                let new = with_memory(new_server(&format!("churn-{task}-{round}"), owner, node, template), 100);
+                let server = db.servers().create(new, clock()).await.expect("creating fits");
+                for memory_mb in [120, 50] {
+                    let patch =
+                        ServerPatch { limits: Some(Limits { memory_mb, ..server.limits }), ..ServerPatch::default() };
+                    let resized = db.servers().update(server.id, patch, clock()).await.expect("resizing fits");
+                    assert_eq!(resized.limits.memory_mb, memory_mb);
+                }
+                db.servers().delete(server.id).await.expect("deleting works");
+            }
+        })
+    });
+    for task in join_all(tasks).await {
+        task.unwrap();
+    }
+    assert_eq!(listed_server_ids(&*db, &ServerFilter::default()).await, BTreeSet::new());
+    let whole = with_memory(new_server("whole", world.owner.id, world.node.id, world.template.id), 1000);
+    let whole = db.servers().create(whole, clock()).await.expect("the whole node is free again");
+    let grow = ServerPatch { limits: Some(Limits { memory_mb: 1001, ..whole.limits }), ..ServerPatch::default() };
+    expect_conflict(db.servers().update(whole.id, grow, clock()).await, "growing past the whole node");
+    db.servers().delete(whole.id).await.unwrap();
+    db.nodes().delete(world.node.id).await.unwrap();
+    expect_not_found(db.nodes().get(world.node.id).await, "get of the deleted node");
 }
 
 pub async fn servers_create_without_a_free_allocation_is_conflict(db: Arc<dyn Database>) {

@@ -12,8 +12,8 @@
 //! (a template's spec, a server's environment, an audit event's detail) is kept as JSON text,
 //! so it comes back exactly as written (numbers, `null`s, any key) whatever the server does
 //! with embedded documents. Indexes are made by migrations ([`MIGRATIONS`]), recorded in
-//! `cap_migrations`. Bookkeeping beyond the tables: a node's lease (its `lock` field), the
-//! audit log's insertion counter (`cap_counters`) and the migration lock (`cap_locks`).
+//! `cap_migrations`. Bookkeeping beyond the tables: a node's counters and changes in flight
+//! (`used_memory`, `used_disk`, `pending`) and lease (`lock`), the audit log's insertion counter (`cap_counters`) and the migration lock (`cap_locks`).
 //!
 //! # What holds without transactions, and how
 //!
@@ -23,10 +23,14 @@
 //!   a duplicate key (11000) is `Conflict` with the caller's message.
 //! - An allocation goes to one server only: it is taken by one `findAndModify` whose filter
 //!   requires `server_id: null`.
-//! - A node is never overcommitted: server creation and limit changes hold the node's lease (a
-//!   `lock` field set by a conditional update, with an expiry so that a crashed panel does not
-//!   block the node for longer than 30 s) while they sum the node's servers, check,
-//!   and write. Node deletion holds it too, so no server lands on a node being deleted.
+//! - A node is never overcommitted: it counts what it gives out on its own document
+//!   (`used_memory`, `used_disk`), and a creation or a limit change first adds what it needs
+//!   with one update conditional on the sum fitting, giving back what it did not use when done.
+//!   Any number of panels create servers on one node at once, without waiting for each other.
+//!   A panel that dies halfway leaves the node counting too much, never too little, and its
+//!   change recorded; once that change has expired (30 s), the node is recounted from its
+//!   servers under its lease (see `usage`). Node deletion holds the lease too, so no server
+//!   lands on a node being deleted.
 //! - `set_state` is a conditional update on the state it read; `apply_reported_state` one on
 //!   `agent_seq < seq`; session rotation one on the presented hash and the generation read (the
 //!   loser reads again and finds its token superseded: reuse).
@@ -62,6 +66,7 @@ mod portable;
 mod roles;
 mod servers;
 mod templates;
+mod usage;
 mod users;
 
 use crate::DbConfig;

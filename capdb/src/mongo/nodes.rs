@@ -1,5 +1,6 @@
-//! Nodes in MongoDB, and the node's lease: the `lock` field that server creation, limit changes
-//! and node deletion set with a conditional update, so that they happen one at a time per node.
+//! Nodes in MongoDB, and the node's lease: the `lock` field that node deletion and a recount of
+//! the node's usage (see `usage`) set with a conditional update; while it is held no server
+//! is added to the node or changes its limits.
 
 use super::error::{db, map};
 use super::fields::{id, int, text, timestamp};
@@ -10,7 +11,7 @@ use capcore::ids::NodeId;
 use capcore::model::{NewNode, Node, NodePatch, Page, PageRequest};
 use capcore::time::Timestamp;
 use capcore::{Error, Result};
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::ReturnDocument;
 use std::time::{Duration, Instant};
 
@@ -56,18 +57,21 @@ impl NodeLease {
         let mut attempt = 0;
         loop {
             let now = wall_millis();
-            let free = doc! {
-                "_id": node.to_string(),
-                "$or": [ { "lock": null }, { "lock.until": { "$lt": now } } ],
-            };
+            // No `$or` here or in any update's filter: nx-27017 ignores the other conditions.
+            let free = doc! { "_id": node.to_string(), "lock.until": { "$lt": now } };
             let take = doc! { "$set": { "lock": { "token": &token, "until": now + LEASE.as_millis() as i64 } } };
             let taken =
                 nodes.find_one_and_update(free, take).return_document(ReturnDocument::After).await.map_err(db)?;
             if let Some(doc) = taken {
                 return Ok(Some(Self { node: from_doc(&doc)?, token }));
             }
-            if by_id(&nodes, node.to_string()).await?.is_none() {
-                return Ok(None);
+            match by_id(&nodes, node.to_string()).await? {
+                None => return Ok(None),
+                Some(doc) if !Self::recorded(&doc) => {
+                    Self::record(store, node).await?;
+                    continue;
+                }
+                Some(_) => {}
             }
             if Instant::now() >= deadline {
                 return Err(Error::Unavailable {
@@ -80,10 +84,40 @@ impl NodeLease {
         }
     }
 
+    /// A free lease, for a new node document: `lock.until` in the past.
+    pub(crate) fn free() -> Document {
+        doc! { "lock": { "token": "", "until": 0_i64 } }
+    }
+
+    /// Whether the node document has its lease recorded (nodes written before it had none, as
+    /// do imported ones).
+    pub(crate) fn recorded(doc: &Document) -> bool {
+        matches!(doc.get("lock"), Some(Bson::Document(lock)) if lock.contains_key("until"))
+    }
+
+    /// Records a free lease on a node document without one.
+    pub(crate) async fn record(store: &Store, node: NodeId) -> Result<()> {
+        let without = doc! { "_id": node.to_string(), "lock.until": { "$exists": false } };
+        store.coll(NODES).update_one(without, doc! { "$set": Self::free() }).await.map_err(db)?;
+        Ok(())
+    }
+
+    /// Whether another holds the node's lease now.
+    pub(crate) fn held(doc: &Document, now: i64) -> Result<bool> {
+        match doc.get("lock") {
+            Some(Bson::Document(lock)) if lock.contains_key("until") => Ok(int(lock, "until")? >= now),
+            _ => Ok(false),
+        }
+    }
+
+    /// A filter matching the node while the lease is still ours.
+    pub(crate) fn mine(&self) -> Document {
+        doc! { "_id": self.node.id.to_string(), "lock.token": &self.token }
+    }
+
     /// Lets go of the lease (if it is still ours); a failure is logged, the lease then expires.
     pub(crate) async fn release(self, store: &Store) {
-        let mine = doc! { "_id": self.node.id.to_string(), "lock.token": &self.token };
-        if let Err(e) = store.coll(NODES).update_one(mine, doc! { "$unset": { "lock": "" } }).await {
+        if let Err(e) = store.coll(NODES).update_one(self.mine(), doc! { "$set": Self::free() }).await {
             tracing::warn!(node = %self.node.id, error = %e, "cannot release a node's lease; it expires by itself");
         }
     }
@@ -105,7 +139,7 @@ impl NodeRepo for MongoNodes {
             created_at: now,
             updated_at: now,
         };
-        let doc = doc! {
+        let mut doc = doc! {
             "_id": node.id.to_string(),
             "name": &node.name,
             "description": &node.description,
@@ -118,6 +152,8 @@ impl NodeRepo for MongoNodes {
             "created_at": now.0,
             "updated_at": now.0,
         };
+        doc.extend(super::usage::empty());
+        doc.extend(NodeLease::free());
         self.0.coll(NODES).insert_one(doc).await.map_err(|e| map(e, CONFLICT))?;
         Ok(node)
     }
@@ -194,14 +230,15 @@ impl NodeRepo for MongoNodes {
 
 /// Deletes a node whose lease is held (the node document goes last, and with it the lease).
 async fn delete_leased(store: &Store, lease: &NodeLease) -> Result<()> {
+    // No server can be added now, but one may be on its way: wait for the changes in flight.
+    super::usage::wait_for_changes(store, lease.node.id).await?;
     let id = lease.node.id.to_string();
     let servers = store.coll(SERVERS).count_documents(doc! { "node_id": id.as_str() }).await.map_err(db)?;
     if servers > 0 {
         return Err(Error::conflict(format!("the node still has {servers} server(s); delete or move them first")));
     }
     store.coll(ALLOCATIONS).delete_many(doc! { "node_id": id.as_str() }).await.map_err(db)?;
-    let done =
-        store.coll(NODES).delete_one(doc! { "_id": id.as_str(), "lock.token": &lease.token }).await.map_err(db)?;
+    let done = store.coll(NODES).delete_one(lease.mine()).await.map_err(db)?;
     if done.deleted_count == 0 {
         return Err(Error::Unavailable {
             message: "the node's lease ran out while deleting it; try again".to_string(),

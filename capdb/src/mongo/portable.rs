@@ -4,7 +4,7 @@
 
 use super::error::{db, first_duplicate_index, map};
 use super::fields::{boolean, int, opt_int, opt_text, text};
-use super::{Store, audit, collect};
+use super::{NODES, Store, audit, collect, usage};
 use capcore::backend::portable::{Kind, Row, Table};
 use capcore::{Error, Result};
 use mongodb::bson::{Bson, Document, doc};
@@ -117,6 +117,13 @@ pub(crate) async fn import(store: &Store, table: Table, rows: &[Row]) -> Result<
         let inserted = first_duplicate_index(&e).unwrap_or(ids.len()).min(ids.len());
         coll.delete_many(doc! { "_id": { "$in": ids[..inserted].to_vec() } }).await.map_err(db)?;
         return Err(map(e, &conflict));
+    }
+    if table == Table::Servers {
+        // Their nodes count them afresh on first use (see `usage`).
+        let column = table.columns().iter().position(|c| c.name == "node_id").expect("servers have a node");
+        let nodes: Vec<Bson> = rows.iter().filter_map(|row| row[column].as_str()).map(Bson::from).collect();
+        let stale = doc! { "$unset": { usage::USED_MEMORY: "", usage::USED_DISK: "" } };
+        store.coll(NODES).update_many(doc! { "_id": { "$in": nodes } }, stale).await.map_err(db)?;
     }
     Ok(())
 }

@@ -1,10 +1,10 @@
-//! Servers, their allocations and subusers in MongoDB: creation and limit changes under the
-//! node's lease, state changes as conditional updates, grants as documents of `subusers` keyed
+//! Servers, their allocations and subusers in MongoDB: creation, limit changes and deletion
+//! counted on the node (see `usage`), state changes as conditional updates, grants as documents of `subusers` keyed
 //! by `"<server id>/<user id>"`.
 
 use super::error::{db, is_duplicate_key, map};
 use super::fields::{id, int, json, text, timestamp, to_json};
-use super::nodes::NodeLease;
+use super::usage;
 use super::{
     ALLOCATIONS, SERVERS, SUBUSERS, Store, TEMPLATES, USERS, by_id, collect, contains_ignoring_case, exists, find_all,
     page_of,
@@ -81,29 +81,6 @@ fn limits_doc(l: &Limits) -> Document {
     }
 }
 
-/// The memory and disk the node's servers are given, leaving out `except`.
-async fn usage(store: &Store, node: NodeId, except: Option<ServerId>) -> Result<(i64, i64)> {
-    let on_node = collect(
-        store
-            .coll(SERVERS)
-            .find(doc! { "node_id": node.to_string() })
-            .projection(doc! { "_id": 1, "memory_mb": 1, "disk_mb": 1 })
-            .await
-            .map_err(db)?,
-    )
-    .await?;
-    let except = except.map(|e| e.to_string());
-    let (mut memory, mut disk) = (0, 0);
-    for server in &on_node {
-        if except.as_deref() == Some(text(server, "_id")?.as_str()) {
-            continue;
-        }
-        memory += int(server, "memory_mb")?;
-        disk += int(server, "disk_mb")?;
-    }
-    Ok((memory, disk))
-}
-
 fn subuser_key(server: ServerId, user: UserId) -> String {
     format!("{server}/{user}")
 }
@@ -118,12 +95,10 @@ fn subuser_from_doc(doc: &Document) -> Result<Subuser> {
 }
 
 impl MongoServers {
-    /// Creates the server on a node whose lease is held.
-    async fn create_leased(&self, lease: &NodeLease, new: NewServer, now: Timestamp) -> Result<Server> {
+    /// Creates the server on a node that has already counted its limits.
+    async fn create_counted(&self, new: NewServer, now: Timestamp) -> Result<Server> {
         let store = &self.0;
-        let node = &lease.node;
-        let (used_memory, used_disk) = usage(store, node.id, None).await?;
-        node.check_fits(used_memory + new.limits.memory_mb, used_disk + new.limits.disk_mb)?;
+        let node = new.node_id;
         let server = Server {
             id: ServerId::new_random(),
             name: new.name,
@@ -143,9 +118,9 @@ impl MongoServers {
         // One conditional `findAndModify`: `server_id: null` is checked on the document as it
         // is written, so an allocation is never handed to two servers.
         let free = match new.allocation {
-            AllocationRequest::AnyFree => doc! { "node_id": node.id.to_string(), "server_id": Bson::Null },
+            AllocationRequest::AnyFree => doc! { "node_id": node.to_string(), "server_id": Bson::Null },
             AllocationRequest::Specific(a) => {
-                doc! { "_id": a.to_string(), "node_id": node.id.to_string(), "server_id": Bson::Null }
+                doc! { "_id": a.to_string(), "node_id": node.to_string(), "server_id": Bson::Null }
             }
         };
         let take = doc! { "$set": { "server_id": server.id.to_string(), "is_primary": true } };
@@ -164,25 +139,49 @@ impl MongoServers {
         }
     }
 
+    /// Deletes the server: the memory and disk it had, `None` when it was not there.
+    async fn delete_counted(&self, id: ServerId) -> Result<Option<(i64, i64)>> {
+        let key = id.to_string();
+        // What hangs off the server first, so that a panel dying halfway leaves a server that
+        // can be deleted again, not allocations held by nothing.
+        self.0
+            .coll(ALLOCATIONS)
+            .update_many(
+                doc! { "server_id": key.as_str() },
+                doc! { "$set": { "server_id": Bson::Null, "is_primary": false } },
+            )
+            .await
+            .map_err(db)?;
+        self.0.coll(SUBUSERS).delete_many(doc! { "server_id": key.as_str() }).await.map_err(db)?;
+        let Some(gone) = self.0.coll(SERVERS).find_one_and_delete(doc! { "_id": key }).await.map_err(db)? else {
+            return Ok(None);
+        };
+        Ok(Some((int(&gone, "memory_mb")?.max(0), int(&gone, "disk_mb")?.max(0))))
+    }
+
     /// Writes a patch: only the patched fields, the environment by compare-and-set on the one
-    /// read (so two concurrent edits of different variables both stay), limits checked against
-    /// the node when `lease` is held.
+    /// read (so two concurrent edits of different variables both stay). With `counted`, only
+    /// while the server still has that memory and disk (which its node counted the change
+    /// from): `None` when it has other limits by now.
     async fn update_with(
         &self,
         id: ServerId,
         patch: &ServerPatch,
         now: Timestamp,
-        lease: Option<&NodeLease>,
-    ) -> Result<Server> {
+        counted: Option<(i64, i64)>,
+    ) -> Result<Option<Server>> {
         let servers = self.0.coll(SERVERS);
         loop {
             let doc = by_id(&servers, id.to_string()).await?.ok_or_else(|| Error::not_found("server"))?;
             let mut server = from_doc(&doc)?;
-            if let (Some(limits), Some(lease)) = (patch.limits, lease) {
-                let (used_memory, used_disk) = usage(&self.0, server.node_id, Some(id)).await?;
-                lease.node.check_fits(used_memory + limits.memory_mb, used_disk + limits.disk_mb)?;
-            }
             let mut filter = doc! { "_id": id.to_string() };
+            if let Some((memory, disk)) = counted {
+                if (server.limits.memory_mb, server.limits.disk_mb) != (memory, disk) {
+                    return Ok(None);
+                }
+                filter.insert("memory_mb", memory);
+                filter.insert("disk_mb", disk);
+            }
             let mut set = doc! { "updated_at": now.0 };
             server.updated_at = now;
             if let Some(name) = &patch.name {
@@ -211,9 +210,10 @@ impl MongoServers {
             }
             let done = servers.update_one(filter, doc! { "$set": set }).await.map_err(db)?;
             if done.matched_count == 1 {
-                return Ok(server);
+                return Ok(Some(server));
             }
-            // The environment changed since it was read (or the server is gone): read again.
+            // The environment or the limits changed since they were read (or the server is
+            // gone): read again.
         }
     }
 }
@@ -228,12 +228,16 @@ impl ServerRepo for MongoServers {
         {
             return Err(Error::conflict(MISSING_REFERENCE));
         }
-        // With the node's lease held, two creations cannot both fit into its last free memory.
-        let Some(lease) = NodeLease::take(store, new.node_id).await? else {
+        // Counted on the node first: two creations cannot both fit into its last free memory.
+        let (memory, disk) = (new.limits.memory_mb.max(0), new.limits.disk_mb.max(0));
+        let Some(change) = usage::begin(store, new.node_id, memory, disk).await? else {
             return Err(Error::conflict(MISSING_REFERENCE));
         };
-        let outcome = self.create_leased(&lease, new, now).await;
-        lease.release(store).await;
+        let outcome = self.create_counted(new, now).await;
+        match &outcome {
+            Ok(_) => change.finish(store, 0, 0).await,
+            Err(_) => change.finish(store, -memory, -disk).await,
+        }
         outcome
     }
 
@@ -280,17 +284,33 @@ impl ServerRepo for MongoServers {
         {
             return Err(Error::conflict("owner does not exist"));
         }
-        if patch.limits.is_none() {
-            return self.update_with(id, &patch, now, None).await;
-        }
-        // New limits are checked against the node under its lease, like a creation.
-        let node = self.get(id).await?.node_id;
-        let Some(lease) = NodeLease::take(&self.0, node).await? else {
-            return Err(Error::conflict("the server's node does not exist"));
+        let Some(limits) = patch.limits else {
+            return Ok(self.update_with(id, &patch, now, None).await?.expect("uncounted patches always apply"));
         };
-        let outcome = self.update_with(id, &patch, now, Some(&lease)).await;
-        lease.release(&self.0).await;
-        outcome
+        // New limits are counted on the node first, like a creation: what grows before the
+        // server is written, what shrinks after.
+        loop {
+            let server = self.get(id).await?;
+            let memory = limits.memory_mb.max(0) - server.limits.memory_mb.max(0);
+            let disk = limits.disk_mb.max(0) - server.limits.disk_mb.max(0);
+            let Some(change) = usage::begin(&self.0, server.node_id, memory.max(0), disk.max(0)).await? else {
+                return Err(Error::conflict("the server's node does not exist"));
+            };
+            let counted = (server.limits.memory_mb, server.limits.disk_mb);
+            match self.update_with(id, &patch, now, Some(counted)).await {
+                Ok(Some(updated)) => {
+                    change.finish(&self.0, memory.min(0), disk.min(0)).await;
+                    return Ok(updated);
+                }
+                outcome => {
+                    change.finish(&self.0, -memory.max(0), -disk.max(0)).await;
+                    // `None`: the limits changed meanwhile; count again from them.
+                    if let Some(updated) = outcome? {
+                        return Ok(updated);
+                    }
+                }
+            }
+        }
     }
 
     async fn set_state(&self, id: ServerId, next: ServerState, now: Timestamp) -> Result<Server> {
@@ -375,23 +395,18 @@ impl ServerRepo for MongoServers {
     }
 
     async fn delete(&self, id: ServerId) -> Result<()> {
-        let key = id.to_string();
-        // What hangs off the server first, so that a panel dying halfway leaves a server that
-        // can be deleted again, not allocations held by nothing.
-        self.0
-            .coll(ALLOCATIONS)
-            .update_many(
-                doc! { "server_id": key.as_str() },
-                doc! { "$set": { "server_id": Bson::Null, "is_primary": false } },
-            )
-            .await
-            .map_err(db)?;
-        self.0.coll(SUBUSERS).delete_many(doc! { "server_id": key.as_str() }).await.map_err(db)?;
-        let done = self.0.coll(SERVERS).delete_one(doc! { "_id": key }).await.map_err(db)?;
-        if done.deleted_count == 0 {
-            return Err(Error::not_found("server"));
+        let node = self.get(id).await?.node_id;
+        // The node gets back the limits the server had when it went (read as it is deleted).
+        let change = usage::begin(&self.0, node, 0, 0).await?;
+        let outcome = self.delete_counted(id).await;
+        if let Some(change) = change {
+            let (memory, disk) = outcome.as_ref().ok().copied().flatten().unwrap_or_default();
+            change.finish(&self.0, -memory, -disk).await;
         }
-        Ok(())
+        match outcome? {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found("server")),
+        }
     }
 
     async fn set_subuser(

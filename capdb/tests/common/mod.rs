@@ -2,6 +2,8 @@
 //! `cap_test_<pid>_<n>`, and the clean-up of those left by test processes that are gone.
 #![allow(dead_code)]
 
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]
