@@ -11,7 +11,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, SqlitePool};
 
 #[derive(Debug, Clone)]
-pub(crate) struct SqliteAllocations(pub(crate) SqlitePool);
+pub(crate) struct SqliteAllocations(pub(crate) SqlitePool, pub(crate) SqlitePool);
 
 pub(crate) const COLUMNS: &str = "id, node_id, ip, port, server_id, is_primary";
 
@@ -29,7 +29,7 @@ pub(crate) fn from_row(row: &SqliteRow) -> Result<Allocation> {
 #[async_trait]
 impl AllocationRepo for SqliteAllocations {
     async fn add(&self, node: NodeId, ip: &str, ports: &[u16]) -> Result<Vec<Allocation>> {
-        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.1.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let mut ids = Vec::with_capacity(ports.len());
         for port in ports {
             let id = AllocationId::new_random();
@@ -94,7 +94,7 @@ impl AllocationRepo for SqliteAllocations {
     async fn delete(&self, id: AllocationId) -> Result<()> {
         let done = sqlx::query("DELETE FROM allocations WHERE id = ? AND server_id IS NULL")
             .bind(id.to_string())
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(db)?;
         if done.rows_affected() == 0 {

@@ -12,7 +12,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 #[derive(Debug, Clone)]
-pub(crate) struct SqliteAudit(pub(crate) SqlitePool);
+pub(crate) struct SqliteAudit(pub(crate) SqlitePool, pub(crate) SqlitePool);
 
 const COLUMNS: &str = "id, at, actor_id, action, target, server_id, ip, result, detail";
 
@@ -84,7 +84,7 @@ impl AuditRepo for SqliteAudit {
             .bind(&e.ip)
             .bind(e.result.as_str())
             .bind(detail)
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(db)?;
         Ok(())

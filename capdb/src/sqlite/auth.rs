@@ -13,7 +13,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, SqlitePool};
 
 #[derive(Debug, Clone)]
-pub(crate) struct SqliteApiKeys(pub(crate) SqlitePool);
+pub(crate) struct SqliteApiKeys(pub(crate) SqlitePool, pub(crate) SqlitePool);
 
 const KEY_COLUMNS: &str = "id, user_id, name, prefix, secret_hash, permissions, created_at, last_used_at, expires_at";
 
@@ -50,7 +50,7 @@ impl ApiKeyRepo for SqliteApiKeys {
             .bind(key.created_at.0)
             .bind(key.last_used_at.map(|t| t.0))
             .bind(key.expires_at.map(|t| t.0))
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(|e| map(e, "user", "an API key with that prefix exists"))?;
         Ok(key)
@@ -80,7 +80,7 @@ impl ApiKeyRepo for SqliteApiKeys {
         let done = sqlx::query("DELETE FROM api_keys WHERE id = ? AND user_id = ?")
             .bind(id.to_string())
             .bind(user.to_string())
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(db)?;
         if done.rows_affected() == 0 {
@@ -93,7 +93,7 @@ impl ApiKeyRepo for SqliteApiKeys {
         sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
             .bind(now.0)
             .bind(id.to_string())
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(db)?;
         Ok(())
@@ -101,7 +101,7 @@ impl ApiKeyRepo for SqliteApiKeys {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct SqliteSessions(pub(crate) SqlitePool);
+pub(crate) struct SqliteSessions(pub(crate) SqlitePool, pub(crate) SqlitePool);
 
 const SESSION_COLUMNS: &str = "id, user_id, refresh_hash, generation, revoked, created_at, expires_at, ip";
 
@@ -127,7 +127,7 @@ pub(crate) fn session_from_prefixed_row(row: &SqliteRow, prefix: &str) -> Result
 #[async_trait]
 impl SessionRepo for SqliteSessions {
     async fn create(&self, session: Session) -> Result<Session> {
-        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.1.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         sqlx::query(AssertSqlSafe(format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")))
             .bind(session.id.to_string())
             .bind(session.user_id.to_string())
@@ -160,7 +160,7 @@ impl SessionRepo for SqliteSessions {
     }
 
     async fn rotate(&self, presented_hash: &str, new_hash: &str, now: Timestamp) -> Result<Rotation> {
-        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.1.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = ?)"
         )))
@@ -205,7 +205,7 @@ impl SessionRepo for SqliteSessions {
     async fn revoke(&self, id: SessionId) -> Result<()> {
         sqlx::query("UPDATE sessions SET revoked = 1 WHERE id = ?")
             .bind(id.to_string())
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(db)?;
         Ok(())
@@ -214,7 +214,7 @@ impl SessionRepo for SqliteSessions {
     async fn revoke_all_for_user(&self, user: UserId) -> Result<u64> {
         let done = sqlx::query("UPDATE sessions SET revoked = 1 WHERE user_id = ? AND revoked = 0")
             .bind(user.to_string())
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(db)?;
         Ok(done.rows_affected())

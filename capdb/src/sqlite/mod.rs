@@ -34,6 +34,12 @@ const MIGRATIONS: &[crate::migrations::Migration] = &[
 #[derive(Debug, Clone)]
 pub struct SqliteDatabase {
     pool: SqlitePool,
+    /// One connection that every write goes through, so the panel's own writers queue in
+    /// order (the pool hands it out first come, first served) instead of racing in SQLite's
+    /// busy handler, which sleeps and retries and can leave one writer waiting out the busy
+    /// timeout; the busy timeout is left for other processes. The same pool as `pool` for an
+    /// in-memory database, which is one connection anyway.
+    writer: SqlitePool,
     users: users::SqliteUsers,
     roles: roles::SqliteRoles,
     nodes: nodes::SqliteNodes,
@@ -79,24 +85,70 @@ impl SqliteDatabase {
             .acquire_timeout(config.acquire_timeout)
             // A local file does not drop connections; a ping per query would double the round trips.
             .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot open SQLite database `{url}`"), e))?;
+        if in_memory {
+            return Ok(Self::from_pool(pool));
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(config.acquire_timeout)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|e| Error::unavailable(format!("cannot open SQLite database `{url}`"), e))?;
-        Ok(Self::from_pool(pool))
+        Ok(Self::from_pools(pool, writer))
     }
 
+    /// A backend reading and writing through `pool`.
     pub fn from_pool(pool: SqlitePool) -> Self {
+        Self::from_pools(pool.clone(), pool)
+    }
+
+    /// A backend reading through `pool` and writing through `writer` (best of one connection:
+    /// see [`SqliteDatabase::connect`]).
+    pub fn from_pools(pool: SqlitePool, writer: SqlitePool) -> Self {
+        let both = || (pool.clone(), writer.clone());
         Self {
-            users: users::SqliteUsers(pool.clone()),
-            roles: roles::SqliteRoles(pool.clone()),
-            nodes: nodes::SqliteNodes(pool.clone()),
-            allocations: allocations::SqliteAllocations(pool.clone()),
-            templates: templates::SqliteTemplates(pool.clone()),
-            servers: servers::SqliteServers(pool.clone()),
-            api_keys: auth::SqliteApiKeys(pool.clone()),
-            sessions: auth::SqliteSessions(pool.clone()),
-            audit: audit::SqliteAudit(pool.clone()),
+            users: {
+                let (r, w) = both();
+                users::SqliteUsers(r, w)
+            },
+            roles: {
+                let (r, w) = both();
+                roles::SqliteRoles(r, w)
+            },
+            nodes: {
+                let (r, w) = both();
+                nodes::SqliteNodes(r, w)
+            },
+            allocations: {
+                let (r, w) = both();
+                allocations::SqliteAllocations(r, w)
+            },
+            templates: {
+                let (r, w) = both();
+                templates::SqliteTemplates(r, w)
+            },
+            servers: {
+                let (r, w) = both();
+                servers::SqliteServers(r, w)
+            },
+            api_keys: {
+                let (r, w) = both();
+                auth::SqliteApiKeys(r, w)
+            },
+            sessions: {
+                let (r, w) = both();
+                auth::SqliteSessions(r, w)
+            },
+            audit: {
+                let (r, w) = both();
+                audit::SqliteAudit(r, w)
+            },
             pool,
+            writer,
         }
     }
 
@@ -208,11 +260,11 @@ impl Database for SqliteDatabase {
     }
 
     async fn import_rows(&self, table: Table, rows: &[TableRow]) -> Result<()> {
-        portable::import(&self.pool, table, rows).await
+        portable::import(&self.writer, table, rows).await
     }
 
     async fn clear_rows(&self) -> Result<()> {
-        portable::clear(&self.pool).await
+        portable::clear(&self.writer).await
     }
 
     /// One statement instead of three: every authenticated request calls this.

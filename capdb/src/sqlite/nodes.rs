@@ -12,7 +12,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, SqlitePool};
 
 #[derive(Debug, Clone)]
-pub(crate) struct SqliteNodes(pub(crate) SqlitePool);
+pub(crate) struct SqliteNodes(pub(crate) SqlitePool, pub(crate) SqlitePool);
 
 pub(crate) const COLUMNS: &str = "id, name, description, fqdn, memory_mb, memory_overallocate, disk_mb, disk_overallocate, \
                        token_hash, created_at, updated_at";
@@ -50,7 +50,7 @@ impl NodeRepo for SqliteNodes {
             .bind(&new.token_hash)
             .bind(now.0)
             .bind(now.0)
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(|e| map(e, "node", CONFLICT))?;
         self.get(id).await
@@ -94,7 +94,7 @@ impl NodeRepo for SqliteNodes {
         .bind(patch.disk_overallocate)
         .bind(now.0)
         .bind(id.to_string())
-        .execute(&self.0)
+        .execute(&self.1)
         .await
         .map_err(|e| map(e, "node", CONFLICT))?;
         if done.rows_affected() == 0 {
@@ -108,7 +108,7 @@ impl NodeRepo for SqliteNodes {
             .bind(token_hash)
             .bind(now.0)
             .bind(id.to_string())
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(|e| map(e, "node", "that token is already in use"))?;
         if done.rows_affected() == 0 {
@@ -118,7 +118,7 @@ impl NodeRepo for SqliteNodes {
     }
 
     async fn delete(&self, id: NodeId) -> Result<()> {
-        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.1.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let servers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM servers WHERE node_id = ?")
             .bind(id.to_string())
             .fetch_one(&mut *tx)

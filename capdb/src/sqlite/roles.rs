@@ -13,7 +13,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, SqlitePool};
 
 #[derive(Debug, Clone)]
-pub(crate) struct SqliteRoles(pub(crate) SqlitePool);
+pub(crate) struct SqliteRoles(pub(crate) SqlitePool, pub(crate) SqlitePool);
 
 const COLUMNS: &str = "id, name, description, permissions, builtin, created_at";
 const CONFLICT: &str = "a role with that name already exists";
@@ -42,7 +42,7 @@ impl RoleRepo for SqliteRoles {
         .bind(new.permissions.bits() as i64)
         .bind(new.builtin)
         .bind(now.0)
-        .execute(&self.0)
+        .execute(&self.1)
         .await
         .map_err(|e| map(e, "role", CONFLICT))?;
         self.get(id).await
@@ -79,7 +79,7 @@ impl RoleRepo for SqliteRoles {
         .bind(patch.description)
         .bind(patch.permissions.map(|p| p.bits() as i64))
         .bind(id.to_string())
-        .execute(&self.0)
+        .execute(&self.1)
         .await
         .map_err(|e| map(e, "role", CONFLICT))?;
         if done.rows_affected() == 0 {
@@ -95,7 +95,7 @@ impl RoleRepo for SqliteRoles {
         }
         sqlx::query("DELETE FROM roles WHERE id = ? AND builtin = 0")
             .bind(id.to_string())
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(db)?;
         Ok(())
@@ -105,7 +105,7 @@ impl RoleRepo for SqliteRoles {
         sqlx::query("INSERT OR IGNORE INTO user_roles (user_id, role_id) VALUES (?, ?)")
             .bind(user.to_string())
             .bind(role.to_string())
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(|e| map(e, "user or role", CONFLICT))?;
         Ok(())
@@ -115,7 +115,7 @@ impl RoleRepo for SqliteRoles {
         sqlx::query("DELETE FROM user_roles WHERE user_id = ? AND role_id = ?")
             .bind(user.to_string())
             .bind(role.to_string())
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(db)?;
         Ok(())

@@ -15,7 +15,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 #[derive(Debug, Clone)]
-pub(crate) struct SqliteServers(pub(crate) SqlitePool);
+pub(crate) struct SqliteServers(pub(crate) SqlitePool, pub(crate) SqlitePool);
 
 const COLUMNS: &str = "id, name, description, owner_id, node_id, template_id, memory_mb, swap_mb, cpu_percent, disk_mb, \
                        io_weight, pids, environment, state, created_at, updated_at";
@@ -158,7 +158,7 @@ impl ServerRepo for SqliteServers {
         let id = ServerId::new_random();
         // IMMEDIATE takes the write lock first, so two creations cannot both see one port free
         // or both fit into the last free memory of a node.
-        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.1.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let (node, used_memory, used_disk) = node_usage(&mut tx, new.node_id, None).await?;
         node.check_fits(used_memory + new.limits.memory_mb, used_disk + new.limits.disk_mb)?;
         sqlx::query(AssertSqlSafe(format!(
@@ -247,7 +247,7 @@ impl ServerRepo for SqliteServers {
 
     async fn update(&self, id: ServerId, patch: ServerPatch, now: Timestamp) -> Result<Server> {
         let l = patch.limits;
-        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.1.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         if let Some(limits) = l {
             let node_id: Option<String> = sqlx::query_scalar("SELECT node_id FROM servers WHERE id = ?")
                 .bind(id.to_string())
@@ -301,7 +301,7 @@ impl ServerRepo for SqliteServers {
             .bind(now.0)
             .bind(id.to_string())
             .bind(current.state.as_str())
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(db)?;
         if done.rows_affected() == 0 {
@@ -320,7 +320,7 @@ impl ServerRepo for SqliteServers {
         )
         .bind(now.0)
         .bind(node.to_string())
-        .execute(&self.0)
+        .execute(&self.1)
         .await
         .map_err(db)?;
         Ok(done.rows_affected())
@@ -366,7 +366,7 @@ impl ServerRepo for SqliteServers {
     }
 
     async fn delete(&self, id: ServerId) -> Result<()> {
-        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.1.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         sqlx::query("UPDATE allocations SET server_id = NULL, is_primary = 0 WHERE server_id = ?")
             .bind(id.to_string())
             .execute(&mut *tx)
@@ -399,7 +399,7 @@ impl ServerRepo for SqliteServers {
         .bind(user.to_string())
         .bind(permissions.bits() as i64)
         .bind(now.0)
-        .execute(&self.0)
+        .execute(&self.1)
         .await
         .map_err(|e| map(e, "user", "subuser exists"))?;
         let row = sqlx::query(
@@ -417,7 +417,7 @@ impl ServerRepo for SqliteServers {
         let done = sqlx::query("DELETE FROM subusers WHERE server_id = ? AND user_id = ?")
             .bind(server.to_string())
             .bind(user.to_string())
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(db)?;
         if done.rows_affected() == 0 {

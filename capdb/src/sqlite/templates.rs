@@ -13,7 +13,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, SqlitePool};
 
 #[derive(Debug, Clone)]
-pub(crate) struct SqliteTemplates(pub(crate) SqlitePool);
+pub(crate) struct SqliteTemplates(pub(crate) SqlitePool, pub(crate) SqlitePool);
 
 const COLUMNS: &str = "id, spec, created_at, updated_at";
 const CONFLICT: &str = "a template with that name already exists";
@@ -42,7 +42,7 @@ impl TemplateRepo for SqliteTemplates {
             .bind(spec_json(&spec)?)
             .bind(now.0)
             .bind(now.0)
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(|e| map(e, "template", CONFLICT))?;
         self.get(id).await
@@ -67,7 +67,7 @@ impl TemplateRepo for SqliteTemplates {
             .bind(spec_json(&spec)?)
             .bind(now.0)
             .bind(id.to_string())
-            .execute(&self.0)
+            .execute(&self.1)
             .await
             .map_err(|e| map(e, "template", CONFLICT))?;
         if done.rows_affected() == 0 {
@@ -77,7 +77,7 @@ impl TemplateRepo for SqliteTemplates {
     }
 
     async fn delete(&self, id: TemplateId) -> Result<()> {
-        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.1.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM servers WHERE template_id = ?")
             .bind(id.to_string())
             .fetch_one(&mut *tx)

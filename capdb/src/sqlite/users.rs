@@ -12,7 +12,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, SqlitePool};
 
 #[derive(Debug, Clone)]
-pub(crate) struct SqliteUsers(pub(crate) SqlitePool);
+pub(crate) struct SqliteUsers(pub(crate) SqlitePool, pub(crate) SqlitePool);
 
 pub(crate) const COLUMNS: &str = "id, username, email, password_hash, totp_secret, disabled, created_at, updated_at";
 
@@ -45,7 +45,7 @@ impl UserRepo for SqliteUsers {
         .bind(&new.password_hash)
         .bind(now.0)
         .bind(now.0)
-        .execute(&self.0)
+        .execute(&self.1)
         .await
         .map_err(|e| map(e, "user", CONFLICT))?;
         self.get(id).await
@@ -106,7 +106,7 @@ impl UserRepo for SqliteUsers {
         .bind(patch.disabled)
         .bind(now.0)
         .bind(id.to_string())
-        .execute(&self.0)
+        .execute(&self.1)
         .await
         .map_err(|e| map(e, "user", CONFLICT))?;
         if done.rows_affected() == 0 {
@@ -116,7 +116,7 @@ impl UserRepo for SqliteUsers {
     }
 
     async fn delete(&self, id: UserId) -> Result<()> {
-        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.1.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let owned: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM servers WHERE owner_id = ?")
             .bind(id.to_string())
             .fetch_one(&mut *tx)

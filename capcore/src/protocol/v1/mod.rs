@@ -10,6 +10,7 @@
 //! Every message here has a golden file in `golden/`: a change to the wire format shows as a
 //! diff there.
 
+pub mod files;
 pub mod stream;
 
 use crate::ids::{NodeId, ServerId};

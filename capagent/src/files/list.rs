@@ -1,0 +1,117 @@
+//! Listing a directory: every entry (no cap on how many a directory holds), ordered, one page at
+//! a time; and measuring what a directory tree uses.
+
+use super::{RelPath, ServerFiles, errno, kind_of, stat_in};
+use capcore::protocol::v1::files::{FileEntry, FileKind, FileOrder, ListRequest, Listing};
+use capcore::{Error, Result};
+use nix::dir::{Dir, Type};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::fstatat;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// The names in `dir` (not `.` and `..`), with their type where the filesystem says it.
+/// Names that are not UTF-8 are shown with replacement characters.
+pub(super) fn names_in(dir: &OwnedFd, path: &RelPath) -> Result<Vec<(String, Option<Type>)>> {
+    let copy = dir.try_clone().map_err(|e| Error::internal("cannot duplicate a directory handle", e))?;
+    let mut entries = Dir::from_fd(copy).map_err(|e| errno(e, path))?;
+    let mut names = Vec::new();
+    for entry in entries.iter() {
+        let entry = entry.map_err(|e| errno(e, path))?;
+        let name = entry.file_name().to_string_lossy();
+        if name == "." || name == ".." {
+            continue;
+        }
+        names.push((name.into_owned(), entry.file_type()));
+    }
+    Ok(names)
+}
+
+impl ServerFiles {
+    /// One page of the directory `path`: directories first, then by `request.order`.
+    ///
+    /// Ordered by name, only the page's entries are examined beyond their names and types; by
+    /// size or modification time, every entry is.
+    pub fn list(&self, path: &str, request: ListRequest) -> Result<Listing> {
+        if request.limit == 0 || request.limit > ListRequest::MAX_LIMIT {
+            return Err(Error::invalid("limit", format!("must be 1 to {}", ListRequest::MAX_LIMIT)));
+        }
+        let path = RelPath::parse("path", path)?;
+        let dir = self.open_dir(&path)?;
+        let names = names_in(&dir, &path)?;
+        let total = names.len() as u64;
+        let start = usize::try_from(request.offset).unwrap_or(usize::MAX).min(names.len());
+        let end = start.saturating_add(request.limit as usize).min(names.len());
+        let entries = match request.order {
+            FileOrder::Name => {
+                // Directories first: the type from the directory itself, or a stat where the
+                // filesystem does not give it.
+                let mut keyed = Vec::with_capacity(names.len());
+                for (name, kind) in names {
+                    let is_dir = match kind {
+                        Some(kind) => kind == Type::Directory,
+                        None => fstatat(dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                            .is_ok_and(|s| kind_of(&s) == FileKind::Directory),
+                    };
+                    keyed.push((!is_dir, name.to_lowercase(), name));
+                }
+                keyed.sort_by(|a, b| {
+                    let by_name = a.1.cmp(&b.1).then_with(|| a.2.cmp(&b.2));
+                    a.0.cmp(&b.0).then(if request.descending { by_name.reverse() } else { by_name })
+                });
+                let mut page = Vec::with_capacity(end - start);
+                for (_, _, name) in &keyed[start..end] {
+                    page.push(stat_or_gone(&dir, &path, name)?);
+                }
+                page.into_iter().flatten().collect()
+            }
+            FileOrder::Size | FileOrder::Modified => {
+                let mut all = Vec::with_capacity(names.len());
+                for (name, _) in &names {
+                    all.extend(stat_or_gone(&dir, &path, name)?);
+                }
+                all.sort_by(|a, b| {
+                    let dirs_first = (a.kind != FileKind::Directory).cmp(&(b.kind != FileKind::Directory));
+                    let by = match request.order {
+                        FileOrder::Size => a.size.cmp(&b.size),
+                        _ => a.modified_ms.cmp(&b.modified_ms),
+                    };
+                    let by = if request.descending { by.reverse() } else { by };
+                    dirs_first.then(by).then_with(|| a.name.cmp(&b.name))
+                });
+                all.into_iter().skip(start).take(end - start).collect()
+            }
+        };
+        Ok(Listing { entries, total })
+    }
+
+    /// The bytes the server's directory holds: the sizes of its regular files, each file once
+    /// however many names it has there. For [`super::DiskQuota::new`].
+    pub fn measure(&self) -> Result<u64> {
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0u64;
+        let mut pending = vec![RelPath::root()];
+        while let Some(path) = pending.pop() {
+            let dir = self.open_dir(&path)?;
+            for (name, _) in names_in(&dir, &path)? {
+                let Ok(stat) = fstatat(dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
+                match kind_of(&stat) {
+                    FileKind::Directory => pending.push(path.join(&name)),
+                    FileKind::File if seen.insert((stat.st_dev, stat.st_ino)) => {
+                        total = total.saturating_add(stat.st_size.max(0) as u64)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The entry, or `None` when it went away since the directory was read.
+fn stat_or_gone(dir: &OwnedFd, parent: &RelPath, name: &str) -> Result<Option<FileEntry>> {
+    match stat_in(dir, name, &parent.join(name)) {
+        Ok(entry) => Ok(Some(entry)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
