@@ -1,5 +1,6 @@
-//! Ctrl-Alt-Play agent library: runtimes that run game servers and stream their consoles, and
-//! the [`Agent`] that connects them to a panel.
+//! Ctrl-Alt-Play agent library: runtimes that run game servers and stream their consoles, the
+//! file manager of a server's directory ([`files::ServerFiles`], confined to it by
+//! construction), and the [`Agent`] that connects them to a panel.
 //!
 //! [`Agent`] is a node's agent: it dials the panel's `/api/agent/v1/connect` with the node's
 //! token, registers the node's facts, executes the panel's commands on a [`ProcessRuntime`], and

@@ -74,6 +74,8 @@ use std::path::Path;
 pub struct ServerFiles {
     root: OwnedFd,
     quota: DiskQuota,
+    /// The last listing by name, for the next page of the same directory.
+    sorted: std::sync::Mutex<Option<list::SortedNames>>,
 }
 
 /// How every directory on a path is opened: beneath the root, through no link of any kind.
@@ -94,7 +96,7 @@ impl ServerFiles {
         let how =
             OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).resolve(resolve_flags());
         match openat2(root.as_fd(), ".", how) {
-            Ok(_) => Ok(Self { root, quota }),
+            Ok(_) => Ok(Self { root, quota, sorted: std::sync::Mutex::new(None) }),
             Err(Errno::ENOSYS) => Err(Error::unavailable(
                 "the file manager needs openat2 (Linux 5.6 or newer), which this kernel does not have",
                 Errno::ENOSYS,

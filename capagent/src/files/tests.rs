@@ -378,3 +378,28 @@ fn search_finds_by_name_without_following_links() {
     assert!(files.search("/", "level", 1).unwrap().truncated);
     assert!(matches!(files.search("/", " ", 10), Err(Error::Invalid(_))));
 }
+
+#[test]
+fn pages_of_an_unchanged_directory_come_from_one_read_and_every_change_shows() {
+    let scene = Scene::new();
+    let files = &scene.files;
+    files.write("d/a", b"").unwrap();
+    files.write("d/b", b"").unwrap();
+    let names = || -> Vec<String> {
+        files.list("d", ListRequest::first(10)).unwrap().entries.into_iter().map(|e| e.name).collect()
+    };
+    // Settled an hour ago: its sorted names are kept for the next page.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::open(scene.server("d")).unwrap().set_modified(hour_ago).unwrap();
+    assert_eq!(names(), ["a", "b"]);
+    assert!(files.sorted.lock().unwrap().is_some(), "kept");
+    // A change moves the modification time: read afresh.
+    files.write("d/c", b"").unwrap();
+    assert_eq!(names(), ["a", "b", "c"]);
+    // Changed just now: not kept, so a change within the same tick of the clock still shows.
+    assert!(files.sorted.lock().unwrap().is_none(), "a directory changed in the last seconds is not kept");
+    files.write("d/e", b"").unwrap();
+    assert_eq!(names(), ["a", "b", "c", "e"]);
+    files.remove("d/a").unwrap();
+    assert_eq!(names(), ["b", "c", "e"]);
+}

@@ -17,6 +17,7 @@
 //!     --backend mariadb=mysql://root@127.0.0.1:3306/cap_bench \
 //!     --backend secantus=mongodb://127.0.0.1:27201/cap_bench \
 //!     --backend nx-27017=mongodb://127.0.0.1:27202/cap_bench \
+//!     [--backend sqlite-one-pool=sqlite-one-pool+sqlite:///tmp/cap_bench_one_pool.db] \
 //!     [--servers 10000] [--create-tasks 8] [--readers 1000] [--read-rounds 5] [--racers 100] \
 //!     [--secs 3] [--session-tasks 16] [--redis-url redis://127.0.0.1:6379]
 //! ```
@@ -518,7 +519,19 @@ async fn main() {
     let config = capdb::DbConfig { max_connections: 16, ..Default::default() };
     let mut runs = Vec::new();
     for (name, url) in &a.backends {
+        // `sqlite-one-pool+sqlite://...`: SQLite writing through its reading pool, as before it
+        // had a connection of its own for writes; the baseline for that change.
+        let (one_pool, url) = match url.strip_prefix("sqlite-one-pool+") {
+            Some(url) => (true, url),
+            None => (false, url.as_str()),
+        };
         let db = capdb::connect(url, &config).await.unwrap_or_else(|e| panic!("{name}: cannot connect to {url}: {e}"));
+        let db: Arc<dyn Database> = if one_pool {
+            let sqlite = capdb::sqlite::SqliteDatabase::connect(url, &config).await.unwrap();
+            Arc::new(capdb::sqlite::SqliteDatabase::from_pool(sqlite.pool().clone()))
+        } else {
+            db
+        };
         eprintln!("{name}: connected ({})", db.backend_name());
         let run = run_backend(name, db, &a).await;
         runs.push((name.clone(), run));

@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Makes `<dir>/server/many` with that many empty files (once; kept for later runs), then times,
-//! each `--rounds` times (the median is printed): the first page of 1,000 by name; every page
-//! of 1,000 by name, one after the other; the first page by size (every entry examined);
+//! each `--rounds` times (the median is printed): the first page of 1,000 by name right after
+//! the directory changed (nothing of an earlier listing kept) and while it is unchanged (its
+//! sorted names kept from the first round); every page of 1,000 by name, one after the other; the first page by size (every entry examined);
 //! `ls -1U` and `ls -1` (names, unsorted and sorted) and `ls -l` (names and metadata, sorted)
 //! of the directory, output thrown away; and `std::fs::read_dir` collecting and sorting names.
 
@@ -49,7 +50,7 @@ fn main() {
     let pages = entries.div_ceil(page.limit as usize);
 
     let mut table: Vec<(String, Duration)> = Vec::new();
-    let mut time = |what: &str, run: &mut dyn FnMut()| {
+    let time = |table: &mut Vec<(String, Duration)>, what: &str, run: &mut dyn FnMut()| {
         let mut samples: Vec<Duration> = (0..rounds)
             .map(|_| {
                 let started = Instant::now();
@@ -60,11 +61,30 @@ fn main() {
         samples.sort();
         table.push((what.to_string(), samples[samples.len() / 2]));
     };
-    time("ServerFiles::list, first page of 1,000 by name", &mut || {
+    // Cold: the directory changed just before, so nothing of an earlier listing is kept.
+    let marker = many.join("changed-just-now");
+    let mut cold: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            std::fs::File::create(&marker).unwrap();
+            std::fs::remove_file(&marker).unwrap();
+            let started = Instant::now();
+            let listing = files.list("many", page).unwrap();
+            let took = started.elapsed();
+            assert_eq!(listing.total as usize, entries);
+            took
+        })
+        .collect();
+    cold.sort();
+    let cold = cold[cold.len() / 2];
+    // Warm: unchanged for a while, so its sorted names are kept after the first listing.
+    let settled = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::open(&many).unwrap().set_modified(settled).unwrap();
+    table.push(("ServerFiles::list, first page of 1,000 by name, directory just changed".to_string(), cold));
+    time(&mut table, "ServerFiles::list, first page of 1,000 by name, directory unchanged", &mut || {
         let listing = files.list("many", page).unwrap();
         assert_eq!(listing.total as usize, entries);
     });
-    time(&format!("ServerFiles::list, all {pages} pages of 1,000 by name"), &mut || {
+    time(&mut table, &format!("ServerFiles::list, all {pages} pages of 1,000 by name"), &mut || {
         let mut seen = 0;
         for index in 0..pages {
             let request = ListRequest { offset: (index * page.limit as usize) as u64, ..page };
@@ -72,18 +92,18 @@ fn main() {
         }
         assert_eq!(seen, entries);
     });
-    time("ServerFiles::list, first page of 1,000 by size", &mut || {
+    time(&mut table, "ServerFiles::list, first page of 1,000 by size", &mut || {
         files.list("many", ListRequest { order: FileOrder::Size, ..page }).unwrap();
     });
     for (what, args) in
         [("ls -1U (names, unsorted)", "-1U"), ("ls -1 (names, sorted)", "-1"), ("ls -l (metadata, sorted)", "-l")]
     {
-        time(what, &mut || {
+        time(&mut table, what, &mut || {
             let status = Command::new("ls").arg(args).arg(&many).stdout(Stdio::null()).status().unwrap();
             assert!(status.success());
         });
     }
-    time("std::fs::read_dir, names collected and sorted", &mut || {
+    time(&mut table, "std::fs::read_dir, names collected and sorted", &mut || {
         let mut names: Vec<_> = std::fs::read_dir(&many).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         assert_eq!(names.len(), entries);
