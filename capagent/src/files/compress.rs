@@ -15,10 +15,10 @@ use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
 /// zstd level for `.tar.zst`: fast, as `zstd -3`.
-const ZSTD_LEVEL: i32 = 3;
+pub(super) const ZSTD_LEVEL: i32 = 3;
 
 /// A file being written that counts its bytes against the disk limit before writing them.
-struct Counted<'q> {
+pub(super) struct Counted<'q> {
     file: File,
     quota: &'q super::DiskQuota,
     written: u64,
@@ -52,7 +52,7 @@ impl Seek for Counted<'_> {
 }
 
 /// Receives the entries of an archive being made.
-trait Sink {
+pub(super) trait Sink {
     fn directory(&mut self, name: &str, stat: &FileStat) -> std::io::Result<()>;
     fn file(&mut self, name: &str, stat: &FileStat, content: &mut File) -> std::io::Result<()>;
     fn link(&mut self, name: &str, stat: &FileStat, target: &str) -> std::io::Result<()>;
@@ -209,23 +209,28 @@ impl ServerFiles {
         roots: &[RelPath],
         summary: &mut ArchiveSummary,
     ) -> Result<()> {
+        // The archive being written may be among what is archived: it is left out.
+        let skip = |path: &RelPath, _: bool| path.parts().last().is_some_and(|name| name.starts_with(".cap-archive-"));
         for root in roots {
             let full = root.parts().iter().fold(base.clone(), |at, part| at.join(part));
             let (parent, name) = full.split_last().expect("not the root");
             let dir = self.open_dir(&parent)?;
-            self.add(sink, &dir, name, &full, &root.display(), summary)?;
+            self.add(sink, &dir, name, &full, &root.display(), &skip, summary)?;
         }
         Ok(())
     }
 
-    /// Adds `name` of `dir` (at `path`) under the archive name `stored`.
-    fn add(
+    /// Adds `name` of `dir` (at `path`) under the archive name `stored`, leaving out what `skip`
+    /// says (given a path and whether it is a directory).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn add(
         &self,
         sink: &mut dyn Sink,
         dir: &OwnedFd,
         name: &str,
         path: &RelPath,
         stored: &str,
+        skip: &dyn Fn(&RelPath, bool) -> bool,
         summary: &mut ArchiveSummary,
     ) -> Result<()> {
         let io = |e: std::io::Error| match e.get_ref().map(ToString::to_string) {
@@ -233,6 +238,9 @@ impl ServerFiles {
             _ => Error::internal(format!("cannot archive `{}`", path.display()), e),
         };
         let stat = fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| errno(e, path))?;
+        if skip(path, kind_of(&stat) == FileKind::Directory) {
+            return Ok(());
+        }
         match kind_of(&stat) {
             FileKind::Directory => {
                 sink.directory(stored, &stat).map_err(io)?;
@@ -241,11 +249,7 @@ impl ServerFiles {
                 let mut children = names_in(&inner, path)?;
                 children.sort_by(|a, b| a.0.cmp(&b.0));
                 for (child, _) in children {
-                    // The archive being written may be in here: it is not archived.
-                    if child.starts_with(".cap-archive-") {
-                        continue;
-                    }
-                    self.add(sink, &inner, &child, &path.join(&child), &format!("{stored}/{child}"), summary)?;
+                    self.add(sink, &inner, &child, &path.join(&child), &format!("{stored}/{child}"), skip, summary)?;
                 }
             }
             FileKind::File => {

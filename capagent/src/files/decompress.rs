@@ -206,7 +206,20 @@ impl ServerFiles {
     /// `into` leaves the directory as it was.
     pub fn decompress_with(&self, archive: &str, into: &str, limits: ArchiveLimits) -> Result<ArchiveSummary> {
         let format = ArchiveFormat::of("archive", archive)?;
-        let (mut file, archive_bytes) = self.open_read(archive)?;
+        let (file, archive_bytes) = self.open_read(archive)?;
+        self.extract(format, file, archive_bytes, into, limits)
+    }
+
+    /// Extracts the archive open as `file` (`archive_bytes` long, in `format`, from anywhere:
+    /// a backup is outside the server's directory) into `into`, as [`ServerFiles::decompress`].
+    pub fn extract(
+        &self,
+        format: ArchiveFormat,
+        mut file: File,
+        archive_bytes: u64,
+        into: &str,
+        limits: ArchiveLimits,
+    ) -> Result<ArchiveSummary> {
         let mut budget = Budget { limits, archive_bytes, entries: 0, bytes: 0 };
         // First the whole list, checked: nothing is written for an archive that is refused.
         let mut zip = None;

@@ -42,10 +42,12 @@
 //! ```
 
 mod archive;
+mod backup;
 mod chmod;
 mod compress;
 mod copy;
 mod decompress;
+mod ignore;
 mod list;
 mod path;
 mod quota;
@@ -56,6 +58,8 @@ mod search;
 mod write;
 
 pub use archive::{ArchiveFormat, ArchiveLimits, ArchiveSummary};
+pub use backup::{BackupInfo, restore, sha256_of};
+pub use ignore::{IGNORE_FILE, IgnoreRules};
 pub use path::{MAX_NAME_BYTES, MAX_PATH_BYTES, RelPath, check_new_name};
 pub use quota::DiskQuota;
 pub use read::MAX_READ_BYTES;
@@ -218,5 +222,7 @@ fn errno(e: Errno, path: &RelPath) -> Error {
 
 #[cfg(test)]
 mod archive_tests;
+#[cfg(test)]
+mod backup_tests;
 #[cfg(test)]
 mod tests;
