@@ -494,4 +494,15 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str, timeout: Duratio
     }
     let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
     let _ = tokio::time::timeout(timeout, socket.send(Message::Close(Some(frame)))).await;
+    // Then wait (at most `timeout`) for the browser's close, reading and dropping whatever it
+    // still sends: a socket closed with unread data is reset, and the reset can destroy the
+    // close frame before the browser reads it, losing the reason.
+    let drained = async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, drained).await;
 }

@@ -106,47 +106,20 @@ impl SqliteDatabase {
         Self::from_pools(pool.clone(), pool)
     }
 
-    /// A backend reading through `pool` and writing through `writer` (best of one connection:
-    /// see [`SqliteDatabase::connect`]).
+    /// A backend reading through `pool` and writing through `writer` (a pool of one connection
+    /// is best: see [`SqliteDatabase::connect`]).
     pub fn from_pools(pool: SqlitePool, writer: SqlitePool) -> Self {
-        let both = || (pool.clone(), writer.clone());
+        let (r, w) = (&pool, &writer);
         Self {
-            users: {
-                let (r, w) = both();
-                users::SqliteUsers(r, w)
-            },
-            roles: {
-                let (r, w) = both();
-                roles::SqliteRoles(r, w)
-            },
-            nodes: {
-                let (r, w) = both();
-                nodes::SqliteNodes(r, w)
-            },
-            allocations: {
-                let (r, w) = both();
-                allocations::SqliteAllocations(r, w)
-            },
-            templates: {
-                let (r, w) = both();
-                templates::SqliteTemplates(r, w)
-            },
-            servers: {
-                let (r, w) = both();
-                servers::SqliteServers(r, w)
-            },
-            api_keys: {
-                let (r, w) = both();
-                auth::SqliteApiKeys(r, w)
-            },
-            sessions: {
-                let (r, w) = both();
-                auth::SqliteSessions(r, w)
-            },
-            audit: {
-                let (r, w) = both();
-                audit::SqliteAudit(r, w)
-            },
+            users: users::SqliteUsers(r.clone(), w.clone()),
+            roles: roles::SqliteRoles(r.clone(), w.clone()),
+            nodes: nodes::SqliteNodes(r.clone(), w.clone()),
+            allocations: allocations::SqliteAllocations(r.clone(), w.clone()),
+            templates: templates::SqliteTemplates(r.clone(), w.clone()),
+            servers: servers::SqliteServers(r.clone(), w.clone()),
+            api_keys: auth::SqliteApiKeys(r.clone(), w.clone()),
+            sessions: auth::SqliteSessions(r.clone(), w.clone()),
+            audit: audit::SqliteAudit(r.clone(), w.clone()),
             pool,
             writer,
         }
