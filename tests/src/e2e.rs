@@ -377,6 +377,13 @@ impl LiveClient {
     }
 
     /// The states seen so far, in order.
+    /// The states seen, without a leading run of `offline`: a server that just finished its
+    /// install was `offline` before the socket connected, but the event saying so may reach
+    /// the socket just after it did.
+    pub fn states_after_offline(&self) -> Vec<String> {
+        self.states().into_iter().skip_while(|s| s == "offline").collect()
+    }
+
     pub fn states(&self) -> Vec<String> {
         self.seen
             .iter()

@@ -96,7 +96,7 @@ async fn a_server_is_installed_started_commanded_and_stopped_through_the_agent()
     live.until_state("stopping").await;
     live.until_line("Stopping server").await;
     live.until_state("offline").await;
-    assert_eq!(live.states(), ["starting", "running", "stopping", "offline"]);
+    assert_eq!(live.states_after_offline(), ["starting", "running", "stopping", "offline"]);
     let (status, audit) = w.panel.get("/api/audit?action=server.power", &admin).await;
     assert_eq!(status, 200);
     assert_eq!(audit["total"], 2, "{audit}");
@@ -133,7 +133,7 @@ async fn a_killed_agent_is_offline_at_once_and_readopts_its_running_server() {
     assert_eq!(w.power(&server, "stop").await.0, 202);
     live.until_state("offline").await;
     // Every state change once, in order: nothing lost across the restart, nothing repeated.
-    assert_eq!(live.states(), ["starting", "running", "unknown", "running", "stopping", "offline"]);
+    assert_eq!(live.states_after_offline(), ["starting", "running", "unknown", "running", "stopping", "offline"]);
     let lines = live.console_lines();
     assert_eq!(lines.iter().filter(|l| l.contains("Server ready: Done (")).count(), 1, "{lines:?}");
 }
@@ -149,7 +149,7 @@ async fn a_crashing_server_is_restarted_once_and_then_left_crashed() {
     for state in ["starting", "running", "crashed", "starting", "running", "crashed"] {
         live.until_state(state).await;
     }
-    assert_eq!(live.states(), ["starting", "running", "crashed", "starting", "running", "crashed"]);
+    assert_eq!(live.states_after_offline(), ["starting", "running", "crashed", "starting", "running", "crashed"]);
     assert_eq!(w.panel.state_of(&server).await, "crashed");
     // A crashed server can be started again by hand.
     assert_eq!(w.power(&server, "start").await.0, 202);
@@ -367,7 +367,7 @@ async fn a_silent_link_takes_the_node_offline_and_the_reconnect_delivers_what_wa
     proxy.thaw();
     panel.wait_node(&node, true).await;
     live.until_state("running").await;
-    assert_eq!(live.states(), ["starting", "running", "unknown", "crashed", "starting", "running"]);
+    assert_eq!(live.states_after_offline(), ["starting", "running", "unknown", "crashed", "starting", "running"]);
     assert_eq!(panel.state_of(&server).await, "running");
     assert_eq!(power("stop").await.0, 202);
     live.until_state("offline").await;
