@@ -54,6 +54,9 @@ pub struct ArchiveSummary {
     pub files: u64,
     pub directories: u64,
     pub links: u64,
+    /// Symbolic links not put into an archive being made, being absolute or leading out of it
+    /// (an extraction would refuse them).
+    pub links_left_out: u64,
     /// Bytes of file content.
     pub bytes: u64,
 }

@@ -30,7 +30,11 @@ fn tree(scene: &Scene) -> Vec<(String, Option<Vec<u8>>)> {
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
-            if entry.file_type().unwrap().is_dir() {
+            let kind = entry.file_type().unwrap();
+            if kind.is_symlink() {
+                let target = std::fs::read_link(entry.path()).unwrap();
+                out.push((name, Some(format!("-> {}", target.display()).into_bytes())));
+            } else if kind.is_dir() {
                 out.push((name.clone(), None));
                 walk(&entry.path(), &format!("{name}/"), out);
             } else {
@@ -53,13 +57,19 @@ fn a_restore_brings_back_exactly_what_was_backed_up_without_ignored_files() {
     files.write("logs/latest.log", b"noise").unwrap();
     files.write("cache/big.bin", b"cache").unwrap();
     files.write(IGNORE_FILE, b"*.log\n/cache/\n").unwrap();
+    // Links the game made: one inside is kept, ones leading out are left out of the backup
+    // (a restore would refuse them).
+    std::os::unix::fs::symlink("level.dat", scene.server("world/level-link")).unwrap();
+    std::os::unix::fs::symlink("/etc", scene.server("etc-link")).unwrap();
+    std::os::unix::fs::symlink("../../outside", scene.server("world/up-link")).unwrap();
     let (mut file, info) = backup_file(&scene, "b1.tar.zst");
+    assert_eq!((info.summary.links, info.summary.links_left_out), (1, 2));
     assert_eq!(info.bytes, file.metadata().unwrap().len());
     file.rewind().unwrap();
     assert_eq!(sha256_of(&mut file).unwrap(), info.sha256, "the recorded checksum is the archive's");
     assert_eq!(info.summary.files, 4, "latest.log and cache/ are left out: {:?}", info.summary);
-    let expected: Vec<_> =
-        tree(&scene).into_iter().filter(|(p, _)| !p.starts_with("cache") && !p.ends_with(".log")).collect();
+    let left_out = |p: &str| p.starts_with("cache") || p.ends_with(".log") || p == "etc-link" || p == "world/up-link";
+    let expected: Vec<_> = tree(&scene).into_iter().filter(|(p, _)| !left_out(p)).collect();
 
     // The server changes after the backup.
     files.write("world/level.dat", b"level two").unwrap();
@@ -68,7 +78,10 @@ fn a_restore_brings_back_exactly_what_was_backed_up_without_ignored_files() {
     let quota = DiskQuota::new(0, 0);
     let summary = restore(&scene.server(""), &mut file, info.bytes, &info.sha256, &quota).unwrap();
     assert_eq!(summary.files, 4);
-    assert_eq!(tree(&scene), expected, "exactly the backed-up tree, ignored files gone with the rest");
+    let names = |t: &[(String, Option<Vec<u8>>)]| t.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    let restored = tree(&scene);
+    assert_eq!(names(&restored), names(&expected), "exactly the backed-up paths");
+    assert!(restored == expected, "and contents");
     let siblings: Vec<_> = std::fs::read_dir(scene.server("").parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -265,8 +265,19 @@ impl ServerFiles {
             }
             FileKind::Symlink => {
                 let target = readlinkat(dir.as_fd(), name).map_err(|e| errno(e, path))?;
-                sink.link(stored, &stat, &target.to_string_lossy()).map_err(io)?;
-                summary.links += 1;
+                let target = target.to_string_lossy();
+                // A link an extraction would refuse (absolute, or leading out of the archive)
+                // is left out, so that every archive made here can be extracted again.
+                let parent = stored.rsplit_once('/').map_or("", |(parent, _)| parent);
+                let inside = !target.is_empty()
+                    && !target.starts_with('/')
+                    && RelPath::parse("target", &format!("{parent}/{target}")).is_ok();
+                if inside {
+                    sink.link(stored, &stat, &target).map_err(io)?;
+                    summary.links += 1;
+                } else {
+                    summary.links_left_out += 1;
+                }
             }
             FileKind::Other => {}
         }
