@@ -41,7 +41,7 @@ async fn agent(tag: &str) -> (Agent, std::path::PathBuf) {
 
 fn code(outcome: &Outcome) -> Option<ErrorCode> {
     match outcome {
-        Outcome::Ok => None,
+        Outcome::Ok | Outcome::Data { .. } => None,
         Outcome::Error { code, .. } => Some(*code),
     }
 }

@@ -237,6 +237,16 @@ impl TestPanel {
         (status, value, headers)
     }
 
+    /// Sends a request built by the caller and returns the body as bytes (downloads).
+    pub async fn send_for_bytes(&self, mut req: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let addr: SocketAddr = "127.0.0.1:40000".parse().expect("peer address");
+        req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+        let res = self.router.clone().oneshot(req).await.expect("router never fails");
+        let (status, headers) = (res.status(), res.headers().clone());
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        (status, headers, bytes.to_vec())
+    }
+
     pub async fn get(&self, path: &str, cred: &Cred) -> (StatusCode, Value) {
         let (s, v, _) = self.send(Method::GET, path, cred, None, None).await;
         (s, v)

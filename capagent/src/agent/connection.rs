@@ -161,6 +161,9 @@ impl Agent {
         }
         *self.inner.out.lock().expect("out lock") = Some(Outbound { control: control_tx.clone(), bulk: bulk_tx });
 
+        // Binary frames of downloads and uploads: after control messages, before console lines.
+        let (frames_tx, mut frames) = mpsc::channel::<stream::Frame>(64);
+        let streams = streams::Streams::new(frames_tx);
         let (ping_tx, mut pings) = mpsc::channel::<()>(4);
         let writer = tokio::spawn(async move {
             loop {
@@ -168,6 +171,7 @@ impl Agent {
                     biased;
                     p = pings.recv() => p.map(|()| Message::Ping(Vec::new().into())),
                     m = control.recv() => m.as_ref().map(text),
+                    Some(f) = frames.recv() => Some(Message::Binary(f.encode().into())),
                     m = bulk.recv() => m.as_ref().map(text),
                 };
                 let Some(frame) = frame else { return Ok(()) };
@@ -251,6 +255,13 @@ impl Agent {
             last_heard = tokio::time::Instant::now();
             let text = match frame {
                 Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Binary(b))) => match stream::Frame::decode(&b) {
+                    Ok(f) => {
+                        streams.on_frame(f);
+                        continue;
+                    }
+                    Err(e) => break Err(LinkError::Protocol(format!("malformed binary frame from the panel: {e}"))),
+                },
                 Some(Ok(Message::Close(_))) | None => {
                     break Err(LinkError::Lost("the panel closed the connection".into()));
                 }
@@ -261,9 +272,21 @@ impl Agent {
                 Ok(PanelMessage::Request(request)) => {
                     let agent = self.clone();
                     let control = control_tx.clone();
+                    // Opened before the next frame is read: an upload's first bytes follow the
+                    // request at once.
+                    let end = match &request.command {
+                        Command::Files { op, .. } => {
+                            let id = stream::stream_of(request.id);
+                            op.transfer().map(|t| match t {
+                                files::Transfer::FromAgent => streams::StreamEnd::Outgoing(streams.outgoing(id)),
+                                files::Transfer::ToAgent => streams::StreamEnd::Incoming(streams.incoming(id)),
+                            })
+                        }
+                        _ => None,
+                    };
                     tokio::spawn(async move {
                         let timeout = Duration::from_millis(request.timeout_ms.max(1));
-                        let outcome = agent.execute(request.command, timeout).await;
+                        let outcome = agent.execute_with(request.command, timeout, end).await;
                         let _ = control.send(AgentMessage::Result(CommandResult { id: request.id, outcome })).await;
                     });
                 }
@@ -273,6 +296,7 @@ impl Agent {
             }
         };
         *self.inner.out.lock().expect("out lock") = None;
+        streams.close_all("the connection to the panel was lost");
         heartbeat.abort();
         stats.abort();
         drop(control_tx);

@@ -12,6 +12,7 @@
 
 pub mod connection;
 pub mod facts;
+mod files;
 pub mod store;
 
 use crate::console::Subscription;
@@ -103,6 +104,8 @@ pub(crate) struct Inner {
     pub out: Mutex<Option<Outbound>>,
     /// Serialises commands per server.
     locks: Mutex<HashMap<ServerId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Each server's file manager, once used.
+    files: Mutex<HashMap<ServerId, Arc<crate::files::ServerFiles>>>,
 }
 
 /// A node's agent. Cheap to clone.
@@ -148,6 +151,7 @@ impl Agent {
                 servers: Mutex::new(HashMap::new()),
                 out: Mutex::new(None),
                 locks: Mutex::new(HashMap::new()),
+                files: Mutex::new(HashMap::new()),
             }),
         };
         for record in agent.inner.store.load() {
@@ -385,7 +389,18 @@ impl Agent {
 
     /// Executes one command within `timeout`.
     pub async fn execute(&self, command: Command, timeout: Duration) -> Outcome {
-        match tokio::time::timeout(timeout, self.execute_now(command)).await {
+        self.execute_with(command, timeout, None).await
+    }
+
+    /// Executes one command within `timeout`; `stream` is this side's end of the request's
+    /// byte stream, for a command that moves bytes.
+    pub async fn execute_with(
+        &self,
+        command: Command,
+        timeout: Duration,
+        stream: Option<streams::StreamEnd>,
+    ) -> Outcome {
+        match tokio::time::timeout(timeout, self.execute_now(command, stream)).await {
             Ok(outcome) => outcome,
             Err(_) => outcome_error(ErrorCode::Timeout, format!("not done within {} ms", timeout.as_millis())),
         }
@@ -409,8 +424,15 @@ impl Agent {
         }
     }
 
-    async fn execute_now(&self, command: Command) -> Outcome {
+    async fn execute_now(&self, command: Command, stream: Option<streams::StreamEnd>) -> Outcome {
         let result = match command {
+            Command::Files { server_id, op } => {
+                return match self.files(server_id, op, stream).await {
+                    Ok(capcore::protocol::v1::files::Reply::Done) => Outcome::Ok,
+                    Ok(data) => Outcome::Data { data },
+                    Err(o) => o,
+                };
+            }
             Command::Create { server } => self.create(*server).await,
             Command::Install { server_id } => self.install(server_id).await,
             Command::Start { server_id } => self.start_server(server_id).await,
@@ -434,6 +456,7 @@ impl Agent {
         let lock = self.lock_of(id);
         let _guard = lock.lock().await;
         self.inner.runtime.create(runtime_spec).await.map_err(from_error)?;
+        self.files_spec_changed(id, spec.limits.disk_mb);
         let existed = self
             .with_slot(id, |slot| {
                 slot.record.spec = spec.clone();
@@ -655,6 +678,7 @@ impl Agent {
             f.abort();
         }
         self.inner.locks.lock().expect("locks lock").remove(&id);
+        self.files_forget(id);
         self.inner.store.remove(id).map_err(|e| outcome_error(ErrorCode::Internal, e.to_string()))
     }
 

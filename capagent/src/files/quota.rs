@@ -12,14 +12,14 @@ pub struct DiskQuota(Arc<Counts>);
 
 #[derive(Debug)]
 struct Counts {
-    limit_bytes: u64,
+    limit_bytes: AtomicU64,
     used_bytes: AtomicU64,
 }
 
 impl DiskQuota {
     /// `used_bytes` in use now (as [`super::ServerFiles::measure`] finds) under `limit_bytes`.
     pub fn new(limit_bytes: u64, used_bytes: u64) -> Self {
-        Self(Arc::new(Counts { limit_bytes, used_bytes: AtomicU64::new(used_bytes) }))
+        Self(Arc::new(Counts { limit_bytes: AtomicU64::new(limit_bytes), used_bytes: AtomicU64::new(used_bytes) }))
     }
 
     /// No limit, nothing counted yet.
@@ -28,7 +28,12 @@ impl DiskQuota {
     }
 
     pub fn limit_bytes(&self) -> u64 {
-        self.0.limit_bytes
+        self.0.limit_bytes.load(Ordering::SeqCst)
+    }
+
+    /// A new limit (the server's disk limit changed); bytes in use stay counted.
+    pub fn set_limit(&self, limit_bytes: u64) {
+        self.0.limit_bytes.store(limit_bytes, Ordering::SeqCst);
     }
 
     pub fn used_bytes(&self) -> u64 {
@@ -38,7 +43,7 @@ impl DiskQuota {
     /// Counts `bytes` more, or refuses with `Conflict` (counting nothing) when that would cross
     /// the limit.
     pub fn take(&self, bytes: u64) -> Result<()> {
-        let limit = self.0.limit_bytes;
+        let limit = self.limit_bytes();
         let taken = self.0.used_bytes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
             let after = used.saturating_add(bytes);
             (limit == 0 || after <= limit).then_some(after)

@@ -202,11 +202,11 @@ fn symbolic_links_to_outside_are_never_followed_in_any_position() {
     assert_forbidden(files.read("file-link", 0, 100), "reading a link to a file outside");
     assert_refused(files.chmod("file-link", 0o777), "chmod of a link");
     assert_forbidden(files.read("dangling", 0, 100), "reading a dangling link");
-    // Writing to a link's name replaces the link with a file; nothing is written where it points.
-    files.write("file-link", b"replaced the link").unwrap();
-    files.write("dangling", b"replaced the dangling link").unwrap();
+    // Writing to a link's name is refused: the link stays, nothing is written where it points.
+    assert_refused(files.write("file-link", b"meant for the target"), "writing over a link");
+    assert_refused(files.write("dangling", b"meant for the target"), "writing over a dangling link");
     assert!(!scene.outside().join("not-yet-there.txt").exists(), "a dangling link's target is not created");
-    assert_eq!(files.stat("file-link").unwrap().kind, FileKind::File);
+    assert_eq!(files.stat("file-link").unwrap().kind, FileKind::Symlink);
     // Copying a link copies the link.
     files.copy("absolute-dir", "copied-link").unwrap();
     assert_eq!(files.stat("copied-link").unwrap().kind, FileKind::Symlink);

@@ -42,7 +42,17 @@ impl ServerFiles {
                 FileKind::File => {
                     (stat.st_mode & 0o777, if stat.st_nlink == 1 { stat.st_size.max(0) as u64 } else { 0 })
                 }
-                _ => (0o644, 0),
+                // A link is never replaced by what was meant for its target, nor a FIFO or a
+                // device by a file: the user deletes it first.
+                FileKind::Symlink => {
+                    return Err(Error::invalid(
+                        "path",
+                        format!("`{}` is a symbolic link; delete it to write a file there", path.display()),
+                    ));
+                }
+                FileKind::Other => {
+                    return Err(Error::invalid("path", format!("`{}` is not a regular file", path.display())));
+                }
             },
             Err(Errno::ENOENT) => (0o644, 0),
             Err(e) => return Err(errno(e, &path)),

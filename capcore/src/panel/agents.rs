@@ -7,6 +7,7 @@
 //! every call waiting on it at once.
 
 use crate::ids::NodeId;
+use crate::protocol::v1::files::Reply;
 use crate::protocol::v1::{Command, ErrorCode, Heartbeat, NodeFacts, Outcome};
 use crate::time::Timestamp;
 use crate::{Error, Result};
@@ -44,6 +45,37 @@ pub struct AgentCall {
     /// The agent is told to give up after this long; the caller stops waiting then too.
     pub timeout: Duration,
     pub reply: oneshot::Sender<Outcome>,
+    /// For a command that moves bytes: where the connection hands over its end of the
+    /// request's byte stream, before the request goes out.
+    pub stream: Option<oneshot::Sender<StreamEnd>>,
+}
+
+/// The panel's end of a request's byte stream: `Incoming` for a download, `Outgoing` for an
+/// upload.
+pub use crate::protocol::v1::streams::StreamEnd;
+
+/// A call sent to an agent, its outcome still to come.
+#[derive(Debug)]
+pub struct PendingCall {
+    answer: oneshot::Receiver<Outcome>,
+    subject: &'static str,
+}
+
+impl PendingCall {
+    /// Waits up to `timeout` for the agent's answer.
+    pub async fn outcome(self, timeout: Duration) -> Result<Reply> {
+        match tokio::time::timeout(timeout, self.answer).await {
+            Err(_) => Err(Error::Unavailable {
+                message: format!("the node's agent did not answer within {} s", timeout.as_secs_f64()),
+                source: None,
+            }),
+            Ok(Err(_)) => Err(Error::Unavailable {
+                message: "the node's agent disconnected before answering".into(),
+                source: None,
+            }),
+            Ok(Ok(outcome)) => outcome_reply(outcome, self.subject),
+        }
+    }
 }
 
 /// What the panel knows about a connected agent.
@@ -138,39 +170,72 @@ impl AgentRegistry {
     /// refusals come back as `Conflict` (wrong state) or `Invalid`, and its failures as
     /// `Unavailable` carrying its message.
     pub async fn call(&self, node: NodeId, command: Command, timeout: Duration) -> Result<()> {
+        self.ask(node, command, timeout).await.map(drop)
+    }
+
+    /// As [`call`](Self::call), returning the data the agent answered with.
+    pub async fn ask(&self, node: NodeId, command: Command, timeout: Duration) -> Result<Reply> {
+        self.submit(node, command, timeout, None)?.outcome(timeout).await
+    }
+
+    /// Sends a command that moves bytes (a download or an upload): returns the panel's end of
+    /// the request's byte stream at once, and the call whose outcome is still to come.
+    pub async fn call_streaming(
+        &self,
+        node: NodeId,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<(StreamEnd, PendingCall)> {
+        let (tx, rx) = oneshot::channel();
+        let pending = self.submit(node, command, timeout, Some(tx))?;
+        let end = rx.await.map_err(|_| offline())?;
+        Ok((end, pending))
+    }
+
+    fn submit(
+        &self,
+        node: NodeId,
+        command: Command,
+        timeout: Duration,
+        stream: Option<oneshot::Sender<StreamEnd>>,
+    ) -> Result<PendingCall> {
+        let subject = if matches!(command, Command::Files { .. }) { "file" } else { "server" };
         let calls = self.links.read().expect("agent registry lock").get(&node).map(|l| l.calls.clone());
         let calls = calls.ok_or_else(offline)?;
         let (reply, answer) = oneshot::channel();
-        calls.try_send(AgentCall { command, timeout, reply }).map_err(|e| match e {
+        calls.try_send(AgentCall { command, timeout, reply, stream }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 Error::Unavailable { message: "the node's agent is busy; try again".into(), source: None }
             }
             mpsc::error::TrySendError::Closed(_) => offline(),
         })?;
-        match tokio::time::timeout(timeout, answer).await {
-            Err(_) => Err(Error::Unavailable {
-                message: format!("the node's agent did not answer within {} s", timeout.as_secs_f64()),
-                source: None,
-            }),
-            Ok(Err(_)) => Err(Error::Unavailable {
-                message: "the node's agent disconnected before answering".into(),
-                source: None,
-            }),
-            Ok(Ok(outcome)) => outcome_result(outcome),
-        }
+        Ok(PendingCall { answer, subject })
     }
 }
 
-/// An agent's outcome as the panel's error.
-pub fn outcome_result(outcome: Outcome) -> Result<()> {
+/// An agent's outcome as the panel's answer or error. `subject` is what a command is about
+/// (`server`, `file`): a file the agent does not find is the caller's 404, a server it does not
+/// have is the panel's inconsistency (503).
+pub fn outcome_reply(outcome: Outcome, subject: &'static str) -> Result<Reply> {
     match outcome {
-        Outcome::Ok => Ok(()),
+        Outcome::Ok => Ok(Reply::Done),
+        Outcome::Data { data } => Ok(data),
         Outcome::Error { code: ErrorCode::Conflict, message } => Err(Error::conflict(message)),
-        Outcome::Error { code: ErrorCode::Invalid, message } => Err(Error::invalid("server", message)),
+        Outcome::Error { code: ErrorCode::Invalid, message } => Err(invalid_from(&message, subject)),
+        Outcome::Error { code: ErrorCode::NotFound, .. } if subject == "file" => Err(Error::not_found("file")),
+        Outcome::Error { code: ErrorCode::Forbidden, message } if subject == "file" => Err(Error::forbidden(message)),
         Outcome::Error { code, message } => Err(Error::Unavailable {
             message: format!("the node's agent failed ({}): {message}", code_name(code)),
             source: None,
         }),
+    }
+}
+
+/// A validation error carried as its text (`field: problem`), the field kept when it has one.
+pub(crate) fn invalid_from(message: &str, default_field: &str) -> Error {
+    match message.split_once(": ") {
+        Some((field, problem)) if !field.is_empty() && !field.contains(' ') => Error::invalid(field, problem),
+        _ => Error::invalid(default_field, message),
     }
 }
 

@@ -82,8 +82,21 @@ enum Bus {
 #[serde(rename_all = "snake_case")]
 enum Reply {
     Done,
-    Failed { kind: String, message: String },
-    Replay { lines: Vec<(u64, String)>, stats: Option<String> },
+    /// The agent answered with data.
+    Answered {
+        data: crate::protocol::v1::files::Reply,
+    },
+    /// `what` is what was not found (`file`, `server`).
+    Failed {
+        kind: String,
+        message: String,
+        #[serde(default)]
+        what: Option<String>,
+    },
+    Replay {
+        lines: Vec<(u64, String)>,
+        stats: Option<String>,
+    },
 }
 
 /// What `agent-node:<node>` holds.
@@ -245,7 +258,13 @@ impl Cluster {
     }
 
     /// Calls the node's agent through the instance that holds it.
-    pub(crate) async fn call(&self, instance: &str, node: NodeId, command: Command, timeout: Duration) -> Result<()> {
+    pub(crate) async fn call(
+        &self,
+        instance: &str,
+        node: NodeId,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<crate::protocol::v1::files::Reply> {
         let from = self.instance.clone();
         let timeout_ms = timeout.as_millis() as u64;
         // The holder gives up on its agent after `timeout`; the reply may take a moment more.
@@ -253,11 +272,14 @@ impl Cluster {
             .ask(instance, timeout + Duration::from_secs(2), |id| Bus::Call { id, from, node, command, timeout_ms })
             .await?;
         match reply {
-            Reply::Done => Ok(()),
-            Reply::Failed { kind, message } => Err(match kind.as_str() {
+            Reply::Done => Ok(crate::protocol::v1::files::Reply::Done),
+            Reply::Answered { data } => Ok(data),
+            Reply::Failed { kind, message, what } => Err(match kind.as_str() {
                 "conflict" => Error::conflict(message),
-                "invalid" => Error::invalid("server", message),
+                "invalid" => super::agents::invalid_from(&message, "server"),
+                "not_found" if what.as_deref() == Some("file") => Error::not_found("file"),
                 "not_found" => Error::not_found("server"),
+                "forbidden" => Error::forbidden(message),
                 _ => Error::Unavailable { message, source: None },
             }),
             Reply::Replay { .. } => Err(Error::internal("a replay answered a call", "cluster protocol")),
@@ -409,10 +431,18 @@ async fn listen(state: Weak<PanelState>) {
             }
             Bus::Call { id, from, node, command, timeout_ms } => {
                 tokio::spawn(async move {
-                    let outcome = s.agents.call(node, command, Duration::from_millis(timeout_ms)).await;
+                    let outcome = s.agents.ask(node, command, Duration::from_millis(timeout_ms)).await;
                     let reply = match outcome {
-                        Ok(()) => Reply::Done,
-                        Err(e) => Reply::Failed { kind: error_kind(&e).into(), message: e.to_string() },
+                        Ok(crate::protocol::v1::files::Reply::Done) => Reply::Done,
+                        Ok(data) => Reply::Answered { data },
+                        Err(e) => Reply::Failed {
+                            kind: error_kind(&e).into(),
+                            message: e.to_string(),
+                            what: match &e {
+                                Error::NotFound { what } => Some(what.to_string()),
+                                _ => None,
+                            },
+                        },
                     };
                     answer(&s, &from, id, reply).await;
                 });
@@ -437,6 +467,7 @@ fn error_kind(e: &Error) -> &'static str {
         Error::Conflict { .. } => "conflict",
         Error::Invalid(_) => "invalid",
         Error::NotFound { .. } => "not_found",
+        Error::Forbidden { .. } => "forbidden",
         _ => "unavailable",
     }
 }

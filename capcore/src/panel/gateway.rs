@@ -12,11 +12,13 @@
 //! [`LiveHub`]: super::live::LiveHub
 
 use super::PanelState;
-use super::agents::{AgentCall, AgentStatus};
+use super::agents::{AgentCall, AgentStatus, StreamEnd};
 use super::error::{ApiError, ApiResult};
 use super::extract::bearer;
 use crate::ids::{NodeId, ServerId};
 use crate::model::Server;
+use crate::protocol::v1::stream::{Frame, stream_of};
+use crate::protocol::v1::streams::Streams;
 use crate::protocol::v1::*;
 use crate::state::ServerState;
 use crate::template::StartupCommand;
@@ -176,6 +178,7 @@ async fn run(s: Arc<PanelState>, node: NodeId, mut socket: WebSocket) {
     tracing::info!(%node, agent = %hello.agent_version, hostname = %hello.facts.hostname, "agent connected");
     let owned: HashSet<ServerId> = seqs.iter().map(|(id, _)| *id).collect();
     let sync = tokio::spawn(sync_node(s.clone(), node));
+    let (frames_tx, frames) = mpsc::channel(64);
     let mut conn = Connection {
         s: s.clone(),
         node,
@@ -184,8 +187,10 @@ async fn run(s: Arc<PanelState>, node: NodeId, mut socket: WebSocket) {
         pending: HashMap::new(),
         next_id: 0,
         published: HashMap::new(),
+        streams: Streams::new(frames_tx),
     };
-    let reason = conn.serve(&mut socket, calls).await;
+    let reason = conn.serve(&mut socket, calls, frames).await;
+    conn.streams.close_all(&format!("the node's agent disconnected: {reason}"));
     sync.abort();
     let _ = send(&mut socket, Message::Close(None)).await;
     // Under the node's lock, so a reconnect that is already being welcomed does not see its
@@ -247,11 +252,18 @@ struct Connection {
     next_id: u64,
     /// The state last published to browsers per server, on this connection.
     published: HashMap<ServerId, ServerState>,
+    /// Byte streams of downloads and uploads.
+    streams: Arc<Streams>,
 }
 
 impl Connection {
     /// Serves the connection until it ends; returns why.
-    async fn serve(&mut self, socket: &mut WebSocket, mut calls: mpsc::Receiver<AgentCall>) -> String {
+    async fn serve(
+        &mut self,
+        socket: &mut WebSocket,
+        mut calls: mpsc::Receiver<AgentCall>,
+        mut frames: mpsc::Receiver<Frame>,
+    ) -> String {
         let interval = self.s.config.agent_heartbeat_interval;
         let allowed = interval * self.s.config.agent_heartbeat_misses.max(1);
         let mut last_seen = Instant::now();
@@ -262,6 +274,13 @@ impl Connection {
                     last_seen = Instant::now();
                     let frame = match frame {
                         Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Binary(b))) => match Frame::decode(&b) {
+                            Ok(f) => {
+                                self.streams.on_frame(f);
+                                continue;
+                            }
+                            Err(e) => return format!("the agent sent a malformed binary frame: {e}"),
+                        },
                         Some(Ok(Message::Close(_))) | None => return "the agent closed the connection".into(),
                         Some(Err(e)) => return format!("connection error: {e}"),
                         Some(Ok(_)) => continue,
@@ -278,6 +297,11 @@ impl Connection {
                 call = calls.recv() => {
                     let Some(call) = call else { return "replaced by a newer connection".into() };
                     if let Err(reason) = self.forward(socket, call).await {
+                        return reason;
+                    }
+                }
+                Some(frame) = frames.recv() => {
+                    if let Err(reason) = send(socket, Message::Binary(frame.encode().into())).await {
                         return reason;
                     }
                 }
@@ -315,6 +339,22 @@ impl Connection {
                 self.owned.remove(server_id);
             }
             _ => {}
+        }
+        // The stream is open before the request goes out, so the agent's first bytes find it.
+        if let Some(handover) = call.stream {
+            let end = match &command {
+                Command::Files { op, .. } => match op.transfer() {
+                    Some(files::Transfer::FromAgent) => Some(StreamEnd::Incoming(self.streams.incoming(stream_of(id)))),
+                    Some(files::Transfer::ToAgent) => Some(StreamEnd::Outgoing(self.streams.outgoing(stream_of(id)))),
+                    None => None,
+                },
+                _ => None,
+            };
+            // A caller that asked for a stream and gave up meanwhile: nothing is sent.
+            let Some(end) = end else { return Ok(()) };
+            if handover.send(end).is_err() {
+                return Ok(());
+            }
         }
         let request = Request { id, timeout_ms: call.timeout.as_millis() as u64, command };
         self.pending.insert(id, call.reply);

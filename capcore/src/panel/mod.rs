@@ -54,6 +54,8 @@ pub struct PanelConfig {
     pub agent_timeout: std::time::Duration,
     /// Largest message accepted from an agent, in bytes.
     pub agent_max_frame_bytes: usize,
+    /// The longest one file upload may take, end to end.
+    pub file_transfer_timeout: std::time::Duration,
     /// How long a stop waits for the game to exit before it is killed.
     pub stop_grace: std::time::Duration,
     /// Console lines kept per server for browsers that connect later.
@@ -78,6 +80,7 @@ impl Default for PanelConfig {
             max_ports_per_request: 1000,
             list_cache_max_age: std::time::Duration::from_secs(1),
             agent_heartbeat_interval: std::time::Duration::from_secs(5),
+            file_transfer_timeout: std::time::Duration::from_secs(3600),
             agent_heartbeat_misses: 3,
             agent_timeout: std::time::Duration::from_secs(15),
             agent_max_frame_bytes: 4 * 1024 * 1024,
@@ -341,18 +344,52 @@ impl PanelState {
     /// Sends `command` to the node's agent, through the instance holding it when that is not
     /// this one, and waits up to `timeout` for the outcome (see [`AgentRegistry::call`]).
     pub async fn call_node(&self, node: NodeId, command: Command, timeout: std::time::Duration) -> Result<()> {
-        if !self.agents.is_connected(node) {
-            let holder = self.cluster.holder(node).await.map_err(|e| Error::Unavailable {
-                message: "cannot tell which panel instance holds the node's agent: the cache is not reachable".into(),
-                source: Some(Box::new(e)),
-            })?;
-            if let Some((instance, _)) = holder
-                && instance != self.cluster.instance()
-            {
-                return self.cluster.call(&instance, node, command, timeout).await;
-            }
+        self.ask_node(node, command, timeout).await.map(drop)
+    }
+
+    /// As [`call_node`](Self::call_node), returning the data the agent answered with.
+    pub async fn ask_node(
+        &self,
+        node: NodeId,
+        command: Command,
+        timeout: std::time::Duration,
+    ) -> Result<crate::protocol::v1::files::Reply> {
+        if let Some(instance) = self.holder_elsewhere(node).await? {
+            return self.cluster.call(&instance, node, command, timeout).await;
         }
-        self.agents.call(node, command, timeout).await
+        self.agents.ask(node, command, timeout).await
+    }
+
+    /// Sends a command that moves bytes to the node's agent (see
+    /// [`AgentRegistry::call_streaming`]). Byte streams do not cross panel instances: a node
+    /// held by another instance is `Unavailable`, saying so.
+    pub async fn call_node_streaming(
+        &self,
+        node: NodeId,
+        command: Command,
+        timeout: std::time::Duration,
+    ) -> Result<(agents::StreamEnd, agents::PendingCall)> {
+        if self.holder_elsewhere(node).await?.is_some() {
+            return Err(Error::Unavailable {
+                message: "the server's node is connected to another panel instance; file transfers go through the \
+                          instance its agent is connected to"
+                    .into(),
+                source: None,
+            });
+        }
+        self.agents.call_streaming(node, command, timeout).await
+    }
+
+    /// The other panel instance holding the node's agent, when this one does not.
+    async fn holder_elsewhere(&self, node: NodeId) -> Result<Option<String>> {
+        if self.agents.is_connected(node) {
+            return Ok(None);
+        }
+        let holder = self.cluster.holder(node).await.map_err(|e| Error::Unavailable {
+            message: "cannot tell which panel instance holds the node's agent: the cache is not reachable".into(),
+            source: Some(Box::new(e)),
+        })?;
+        Ok(holder.map(|(instance, _)| instance).filter(|instance| instance != self.cluster.instance()))
     }
 
     /// The evaluation subject for `actor`, globally.

@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod files;
 mod health;
 mod nodes;
 mod roles;
@@ -73,6 +74,7 @@ pub(crate) fn all_routes() -> Vec<RouteDef> {
     all.extend(nodes::routes());
     all.extend(templates::routes());
     all.extend(servers::routes());
+    all.extend(files::routes());
     all.extend(audit::routes());
     all
 }

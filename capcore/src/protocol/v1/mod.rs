@@ -12,6 +12,8 @@
 
 pub mod files;
 pub mod stream;
+#[cfg(feature = "streams")]
+pub mod streams;
 
 use crate::ids::{NodeId, ServerId};
 use serde::{Deserialize, Serialize};
@@ -166,6 +168,11 @@ pub enum Command {
         server_id: ServerId,
         line: String,
     },
+    /// A file manager operation in the server's directory.
+    Files {
+        server_id: ServerId,
+        op: files::FileOp,
+    },
     /// Stop if needed and remove the server with its files.
     Delete {
         server_id: ServerId,
@@ -245,7 +252,14 @@ pub struct CommandResult {
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Outcome {
     Ok,
-    Error { code: ErrorCode, message: String },
+    /// Done, with data (file manager answers).
+    Data {
+        data: files::Reply,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// Why a command failed, as the panel maps it to HTTP.

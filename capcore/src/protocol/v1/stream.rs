@@ -13,6 +13,16 @@
 //!
 //! A sender starts with no credit beyond [`INITIAL_CREDIT`] and sends data only within what it
 //! was granted; a receiver that gets more than it granted resets the stream.
+//!
+//! A request that moves bytes (a file download or upload) has its stream numbered like itself
+//! ([`stream_of`]): both sides know the number from the request, so no `open` frame is needed
+//! and the first data frames may follow the request at once. Kind 1 is reserved for streams
+//! that no request names.
+
+/// The byte stream of the request numbered `request_id`.
+pub fn stream_of(request_id: u64) -> u32 {
+    (request_id & u64::from(u32::MAX)) as u32
+}
 
 /// Credit every stream starts with, before any `credit` frame.
 pub const INITIAL_CREDIT: u32 = 256 * 1024;

@@ -241,3 +241,105 @@ fn credit_bounds_what_may_be_sent() {
     c.grant(50);
     assert_eq!(c.sendable(100), 50);
 }
+
+fn entry(name: &str, kind: files::FileKind) -> files::FileEntry {
+    files::FileEntry {
+        name: name.rsplit('/').next().unwrap().into(),
+        path: name.into(),
+        kind,
+        size: 1234,
+        mode: 0o644,
+        modified_ms: 1_764_000_000_000,
+        target: (kind == files::FileKind::Symlink).then(|| "../outside".into()),
+    }
+}
+
+#[test]
+fn file_manager_messages_match_their_golden_files() {
+    use files::{ArchiveReport, FileKind, FileOp, FileOrder, ListRequest, Listing, Reply};
+    let request = |id: u64, op: FileOp| {
+        PanelMessage::Request(Request { id, timeout_ms: 30_000, command: Command::Files { server_id: server(), op } })
+    };
+    let page = ListRequest { order: FileOrder::Size, descending: true, offset: 1000, limit: 100 };
+    golden_json("panel_request_files_list", &request(20, FileOp::List { path: "world/region".into(), page }));
+    golden_json("panel_request_files_stat", &request(21, FileOp::Stat { path: "server.properties".into() }));
+    golden_json(
+        "panel_request_files_download",
+        &request(22, FileOp::Download { path: "logs/latest.log".into(), offset: 100, length: Some(4096) }),
+    );
+    golden_json("panel_request_files_upload", &request(23, FileOp::Upload { path: "plugins/a.jar".into() }));
+    golden_json("panel_request_files_make_dir", &request(24, FileOp::MakeDir { path: "a/b/c".into() }));
+    golden_json(
+        "panel_request_files_rename",
+        &request(25, FileOp::Rename { from: "old.txt".into(), to: "archive/new.txt".into() }),
+    );
+    golden_json(
+        "panel_request_files_copy",
+        &request(26, FileOp::Copy { from: "world".into(), to: "world-copy".into() }),
+    );
+    golden_json(
+        "panel_request_files_delete",
+        &request(27, FileOp::Delete { paths: vec!["world-copy".into(), "tmp.txt".into()] }),
+    );
+    golden_json("panel_request_files_chmod", &request(28, FileOp::Chmod { path: "start.sh".into(), mode: 0o755 }));
+    golden_json(
+        "panel_request_files_search",
+        &request(29, FileOp::Search { path: "".into(), query: "level".into(), limit: 50 }),
+    );
+    golden_json(
+        "panel_request_files_compress",
+        &request(
+            30,
+            FileOp::Compress {
+                dir: "".into(),
+                paths: vec!["world".into(), "ops.json".into()],
+                archive: "w.tar.zst".into(),
+            },
+        ),
+    );
+    golden_json(
+        "panel_request_files_decompress",
+        &request(31, FileOp::Decompress { archive: "w.tar.zst".into(), into: "restored".into() }),
+    );
+    let data = |id: u64, data: Reply| AgentMessage::Result(CommandResult { id, outcome: Outcome::Data { data } });
+    golden_json(
+        "agent_result_listing",
+        &data(
+            20,
+            Reply::Listing(Listing {
+                entries: vec![entry("world/region", FileKind::Directory), entry("world/level.dat", FileKind::File)],
+                total: 2,
+            }),
+        ),
+    );
+    golden_json("agent_result_entry", &data(21, Reply::Entry(entry("escape", FileKind::Symlink))));
+    golden_json(
+        "agent_result_download",
+        &data(22, Reply::Download { size: 10_000, offset: 100, length: 4096, modified_ms: 1_764_000_000_000 }),
+    );
+    golden_json("agent_result_done", &data(27, Reply::Done));
+    golden_json(
+        "agent_result_found",
+        &data(29, Reply::Found { entries: vec![entry("world/level.dat", FileKind::File)], truncated: false }),
+    );
+    golden_json(
+        "agent_result_archive",
+        &data(
+            30,
+            Reply::Archive(ArchiveReport {
+                path: "w.tar.zst".into(),
+                files: 10,
+                directories: 3,
+                links: 1,
+                links_left_out: 1,
+                bytes: 1 << 20,
+            }),
+        ),
+    );
+}
+
+#[test]
+fn a_request_stream_is_numbered_like_the_request() {
+    assert_eq!(stream::stream_of(7), 7);
+    assert_eq!(stream::stream_of(u64::from(u32::MAX) + 8), 7);
+}
