@@ -70,6 +70,7 @@
 //! ```
 
 pub mod agent;
+pub mod backups;
 pub mod console;
 pub mod files;
 pub mod runtime;

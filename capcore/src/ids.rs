@@ -69,4 +69,6 @@ id_type! {
     SessionId,
     /// An audit-log entry.
     AuditEventId,
+    /// A backup of a server's files.
+    BackupId,
 }

@@ -34,6 +34,30 @@ pub struct Config {
     pub http: HttpSection,
     pub agents: AgentsSection,
     pub database: DatabaseSection,
+    pub backups: BackupsSection,
+}
+
+/// Backups of servers (kept by their nodes).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupsSection {
+    /// The least time between the starts of two backups of one server, in seconds.
+    pub min_interval_secs: u64,
+    /// Backups kept per server (0: no limit); older unlocked ones go when a new one is done.
+    pub keep: u32,
+    /// Unlocked backups older than this many days go when a new one is done (0: kept).
+    pub max_age_days: u64,
+}
+
+impl Default for BackupsSection {
+    fn default() -> Self {
+        let p = capcore::panel::PanelConfig::default();
+        Self {
+            min_interval_secs: p.backup_min_interval.as_secs(),
+            keep: p.backup_keep.unwrap_or(0),
+            max_age_days: p.backup_max_age.map_or(0, |d| d.as_secs() / 86_400),
+        }
+    }
 }
 
 /// The database connection pool.
@@ -139,6 +163,7 @@ impl Default for Config {
             http: HttpSection::default(),
             agents: AgentsSection::default(),
             database: DatabaseSection::default(),
+            backups: BackupsSection::default(),
         }
     }
 }
@@ -292,6 +317,12 @@ impl Config {
         }
         if !(100..=600_000).contains(&g.timeout_ms) {
             bail!("config key `agents.timeout_ms`: must be between 100 and 600000");
+        }
+        if self.backups.min_interval_secs > 86_400 {
+            bail!("config key `backups.min_interval_secs`: must be at most 86400");
+        }
+        if self.backups.max_age_days > 36_500 {
+            bail!("config key `backups.max_age_days`: must be at most 36500");
         }
         if g.stop_grace_secs > 3600 {
             bail!("config key `agents.stop_grace_secs`: must be at most 3600");

@@ -199,6 +199,10 @@ pub async fn wire(config: &Config) -> Result<Wired> {
         ws_send_queue: g.ws_send_queue,
         ws_messages_per_second: g.ws_messages_per_second,
         ws_send_timeout: Duration::from_millis(g.ws_send_timeout_ms),
+        backup_min_interval: Duration::from_secs(config.backups.min_interval_secs),
+        backup_keep: (config.backups.keep > 0).then_some(config.backups.keep),
+        backup_max_age: (config.backups.max_age_days > 0)
+            .then(|| Duration::from_secs(config.backups.max_age_days * 86_400)),
         ..PanelConfig::default()
     };
     let panel = Panel::new(db.clone(), cache, auth.clone(), panel_config);

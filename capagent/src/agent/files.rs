@@ -19,7 +19,7 @@ const CHUNK: usize = 256 * 1024;
 
 const MIB: u64 = 1024 * 1024;
 
-fn limit_bytes(disk_mb: i64) -> u64 {
+pub(super) fn limit_bytes(disk_mb: i64) -> u64 {
     u64::try_from(disk_mb).unwrap_or(0).saturating_mul(MIB)
 }
 
@@ -75,7 +75,9 @@ impl Agent {
     }
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> capcore::Result<T> + Send + 'static) -> Result<T, Outcome> {
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> capcore::Result<T> + Send + 'static,
+) -> Result<T, Outcome> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| outcome_error(ErrorCode::Internal, e.to_string()))?
@@ -139,7 +141,7 @@ async fn download(
     path: String,
     offset: u64,
     length: Option<u64>,
-    mut out: Outgoing,
+    out: Outgoing,
 ) -> Result<Reply, Outcome> {
     let opened = blocking(move || {
         let (mut file, size) = files.open_read(&path)?;
@@ -164,6 +166,13 @@ async fn download(
             return Err(e);
         }
     };
+    stream_file(file, length, out);
+    Ok(Reply::Download { size, offset, length, modified_ms })
+}
+
+/// Sends `length` bytes of `file` (from where it stands) on `out`, from a task of its own that
+/// stops when the panel stops taking them.
+pub(super) fn stream_file(file: std::fs::File, length: u64, mut out: Outgoing) {
     tokio::spawn(async move {
         let (chunks, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
         // Reading stays off the async threads; two chunks ahead at most.
@@ -212,7 +221,6 @@ async fn download(
             out.reset(&format!("the file shrank while it was read ({sent} of {length} bytes)")).await;
         }
     });
-    Ok(Reply::Download { size, offset, length, modified_ms })
 }
 
 /// Writes the stream's bytes to the file atomically; answers once the file is in place.

@@ -10,6 +10,7 @@
 //! policy ([`capcore::restart::decide`]) even while the panel is unreachable, and after its own
 //! restart it re-adopts the games that kept running and reports the others truthfully.
 
+mod backups;
 pub mod connection;
 pub mod facts;
 mod files;
@@ -41,6 +42,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub runtime: ProcessRuntimeConfig,
     pub restart: RestartPolicy,
+    /// Where backups are kept (`<data_dir>/backups` by default).
+    pub backups_dir: PathBuf,
     /// How often running servers' stats are reported.
     pub stats_interval: Duration,
     /// Reconnect delays: the first, and the most it grows to (doubling, with full jitter).
@@ -57,6 +60,7 @@ impl AgentConfig {
         Self {
             panel_url: panel_url.into(),
             token: token.into(),
+            backups_dir: data_dir.join("backups"),
             data_dir,
             runtime,
             restart: RestartPolicy::default(),
@@ -106,6 +110,12 @@ pub(crate) struct Inner {
     locks: Mutex<HashMap<ServerId, Arc<tokio::sync::Mutex<()>>>>,
     /// Each server's file manager, once used.
     files: Mutex<HashMap<ServerId, Arc<crate::files::ServerFiles>>>,
+    /// The servers' backups.
+    backups: crate::backups::BackupStore,
+    /// Servers with a backup being made.
+    backing_up: Mutex<std::collections::HashSet<ServerId>>,
+    /// Serialises changes to backup records (a lock toggled while a backup finishes).
+    backup_records: tokio::sync::Mutex<()>,
 }
 
 /// A node's agent. Cheap to clone.
@@ -130,6 +140,14 @@ fn from_error(e: capcore::Error) -> Outcome {
     outcome_error(code, e.to_string())
 }
 
+fn data_outcome(result: Result<capcore::protocol::v1::files::Reply, Outcome>) -> Outcome {
+    match result {
+        Ok(capcore::protocol::v1::files::Reply::Done) => Outcome::Ok,
+        Ok(data) => Outcome::Data { data: Box::new(data) },
+        Err(o) => o,
+    }
+}
+
 fn now() -> Timestamp {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     Timestamp(ms)
@@ -142,6 +160,7 @@ impl Agent {
         let store = Store::open(&config.data_dir)
             .map_err(|e| capcore::Error::unavailable(format!("cannot open {}", config.data_dir.display()), e))?;
         let runtime = ProcessRuntime::new(config.runtime.clone());
+        let config_backups_dir = config.backups_dir.clone();
         let agent = Agent {
             inner: Arc::new(Inner {
                 node: Mutex::new(store.node()),
@@ -152,6 +171,9 @@ impl Agent {
                 out: Mutex::new(None),
                 locks: Mutex::new(HashMap::new()),
                 files: Mutex::new(HashMap::new()),
+                backups: crate::backups::BackupStore::new(config_backups_dir),
+                backing_up: Mutex::new(std::collections::HashSet::new()),
+                backup_records: tokio::sync::Mutex::new(()),
             }),
         };
         for record in agent.inner.store.load() {
@@ -270,6 +292,7 @@ impl Agent {
     /// Numbers an event and sends it (state changes are also kept until acknowledged).
     fn emit(&self, id: ServerId, event: Event) {
         let is_state = matches!(event, Event::State { .. });
+        let is_control = is_state || matches!(event, Event::Backup { .. });
         let envelope = {
             let mut servers = self.inner.servers.lock().expect("servers lock");
             let Some(slot) = servers.get_mut(&id) else { return };
@@ -289,7 +312,7 @@ impl Agent {
         };
         let out = self.inner.out.lock().expect("out lock").clone();
         if let Some(out) = out {
-            let channel = if is_state { &out.control } else { &out.bulk };
+            let channel = if is_control { &out.control } else { &out.bulk };
             // A full channel: console lines and stats are dropped; a state change stays in the
             // outbox and is resent on the next connection.
             let _ = channel.try_send(AgentMessage::Event(envelope));
@@ -426,13 +449,8 @@ impl Agent {
 
     async fn execute_now(&self, command: Command, stream: Option<streams::StreamEnd>) -> Outcome {
         let result = match command {
-            Command::Files { server_id, op } => {
-                return match self.files(server_id, op, stream).await {
-                    Ok(capcore::protocol::v1::files::Reply::Done) => Outcome::Ok,
-                    Ok(data) => Outcome::Data { data },
-                    Err(o) => o,
-                };
-            }
+            Command::Files { server_id, op } => return data_outcome(self.files(server_id, op, stream).await),
+            Command::Backups { server_id, op } => return data_outcome(self.backups(server_id, op, stream).await),
             Command::Create { server } => self.create(*server).await,
             Command::Install { server_id } => self.install(server_id).await,
             Command::Start { server_id } => self.start_server(server_id).await,
@@ -679,6 +697,9 @@ impl Agent {
         }
         self.inner.locks.lock().expect("locks lock").remove(&id);
         self.files_forget(id);
+        if let Err(e) = self.inner.backups.remove_server(id) {
+            tracing::warn!(server = %id, error = %e, "cannot delete the server's backups");
+        }
         self.inner.store.remove(id).map_err(|e| outcome_error(ErrorCode::Internal, e.to_string()))
     }
 

@@ -199,7 +199,11 @@ impl AgentRegistry {
         timeout: Duration,
         stream: Option<oneshot::Sender<StreamEnd>>,
     ) -> Result<PendingCall> {
-        let subject = if matches!(command, Command::Files { .. }) { "file" } else { "server" };
+        let subject = match command {
+            Command::Files { .. } => "file",
+            Command::Backups { .. } => "backup",
+            _ => "server",
+        };
         let calls = self.links.read().expect("agent registry lock").get(&node).map(|l| l.calls.clone());
         let calls = calls.ok_or_else(offline)?;
         let (reply, answer) = oneshot::channel();
@@ -214,16 +218,16 @@ impl AgentRegistry {
 }
 
 /// An agent's outcome as the panel's answer or error. `subject` is what a command is about
-/// (`server`, `file`): a file the agent does not find is the caller's 404, a server it does not
-/// have is the panel's inconsistency (503).
+/// (`server`, `file`, `backup`): a file or backup the agent does not find is the caller's 404, a
+/// server it does not have is the panel's inconsistency (503).
 pub fn outcome_reply(outcome: Outcome, subject: &'static str) -> Result<Reply> {
     match outcome {
         Outcome::Ok => Ok(Reply::Done),
-        Outcome::Data { data } => Ok(data),
+        Outcome::Data { data } => Ok(*data),
         Outcome::Error { code: ErrorCode::Conflict, message } => Err(Error::conflict(message)),
         Outcome::Error { code: ErrorCode::Invalid, message } => Err(invalid_from(&message, subject)),
-        Outcome::Error { code: ErrorCode::NotFound, .. } if subject == "file" => Err(Error::not_found("file")),
-        Outcome::Error { code: ErrorCode::Forbidden, message } if subject == "file" => Err(Error::forbidden(message)),
+        Outcome::Error { code: ErrorCode::NotFound, .. } if subject != "server" => Err(Error::not_found(subject)),
+        Outcome::Error { code: ErrorCode::Forbidden, message } if subject != "server" => Err(Error::forbidden(message)),
         Outcome::Error { code, message } => Err(Error::Unavailable {
             message: format!("the node's agent failed ({}): {message}", code_name(code)),
             source: None,

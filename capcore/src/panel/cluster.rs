@@ -278,6 +278,7 @@ impl Cluster {
                 "conflict" => Error::conflict(message),
                 "invalid" => super::agents::invalid_from(&message, "server"),
                 "not_found" if what.as_deref() == Some("file") => Error::not_found("file"),
+                "not_found" if what.as_deref() == Some("backup") => Error::not_found("backup"),
                 "not_found" => Error::not_found("server"),
                 "forbidden" => Error::forbidden(message),
                 _ => Error::Unavailable { message, source: None },

@@ -342,13 +342,10 @@ impl Connection {
         }
         // The stream is open before the request goes out, so the agent's first bytes find it.
         if let Some(handover) = call.stream {
-            let end = match &command {
-                Command::Files { op, .. } => match op.transfer() {
-                    Some(files::Transfer::FromAgent) => Some(StreamEnd::Incoming(self.streams.incoming(stream_of(id)))),
-                    Some(files::Transfer::ToAgent) => Some(StreamEnd::Outgoing(self.streams.outgoing(stream_of(id)))),
-                    None => None,
-                },
-                _ => None,
+            let end = match command.transfer() {
+                Some(files::Transfer::FromAgent) => Some(StreamEnd::Incoming(self.streams.incoming(stream_of(id)))),
+                Some(files::Transfer::ToAgent) => Some(StreamEnd::Outgoing(self.streams.outgoing(stream_of(id)))),
+                None => None,
             };
             // A caller that asked for a stream and gave up meanwhile: nothing is sent.
             let Some(end) = end else { return Ok(()) };
@@ -390,6 +387,7 @@ impl Connection {
         let id = envelope.server_id;
         match envelope.event {
             Event::Console { stream, line } => self.s.live.console(id, stream, &line),
+            Event::Backup { backup } => self.s.live.backup(id, &backup),
             Event::Stats { cpu_percent, memory_bytes, disk_bytes, uptime_ms } => {
                 self.s.live.stats(id, cpu_percent, memory_bytes, disk_bytes, uptime_ms)
             }

@@ -144,6 +144,13 @@ impl LiveHub {
         let _ = feed.tx.send(LiveFrame { console: false, json });
     }
 
+    /// A backup's progress or end.
+    pub fn backup(&self, id: ServerId, backup: &crate::protocol::v1::backups::BackupRecord) {
+        let json = Utf8Bytes::from(json!({"type": "backup", "backup": backup}).to_string());
+        self.share(id, 0, FrameKind::State, &json);
+        let _ = self.feed(id).tx.send(LiveFrame { console: false, json });
+    }
+
     /// A frame from another instance's agent: kept and passed on like a local one, not shared
     /// again.
     pub(crate) fn relay(&self, id: ServerId, kind: FrameKind, seq: u64, json: String) {

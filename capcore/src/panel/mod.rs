@@ -54,8 +54,15 @@ pub struct PanelConfig {
     pub agent_timeout: std::time::Duration,
     /// Largest message accepted from an agent, in bytes.
     pub agent_max_frame_bytes: usize,
-    /// The longest one file upload may take, end to end.
+    /// The longest one file upload or backup restore may take, end to end.
     pub file_transfer_timeout: std::time::Duration,
+    /// The least time between the starts of two backups of one server.
+    pub backup_min_interval: std::time::Duration,
+    /// Backups kept per server: after a new one is done, older unlocked ones beyond this many
+    /// are deleted (`None`: no limit).
+    pub backup_keep: Option<u32>,
+    /// Unlocked backups older than this are deleted when a new one is done (`None`: kept).
+    pub backup_max_age: Option<std::time::Duration>,
     /// How long a stop waits for the game to exit before it is killed.
     pub stop_grace: std::time::Duration,
     /// Console lines kept per server for browsers that connect later.
@@ -81,6 +88,9 @@ impl Default for PanelConfig {
             list_cache_max_age: std::time::Duration::from_secs(1),
             agent_heartbeat_interval: std::time::Duration::from_secs(5),
             file_transfer_timeout: std::time::Duration::from_secs(3600),
+            backup_min_interval: std::time::Duration::from_secs(60),
+            backup_keep: None,
+            backup_max_age: None,
             agent_heartbeat_misses: 3,
             agent_timeout: std::time::Duration::from_secs(15),
             agent_max_frame_bytes: 4 * 1024 * 1024,

@@ -3,7 +3,7 @@
 //! the same file on the same disk, in the same run.
 //!
 //! ```sh
-//! cargo build --release -p cap-tests --bin transfer_load -p cap-agent -p cap-test-game-server
+//! cargo build --release -p cap-tests --bin transfer_load && cargo build --release -p cap-agent -p cap-test-game-server
 //! ./target/release/transfer_load [--dir /tmp/cap-transfer-load] [--mib 1024] [--rounds 3]
 //! ```
 //!
@@ -170,7 +170,8 @@ async fn main() {
     let Cred::Bearer(owner_token) = owner else { panic!("bearer") };
     let _ = workspace_bin("cap-test-game-server");
     let template = panel.game_template("transfer-game", &[], json!({"type": "signal", "value": "SIGTERM"})).await;
-    let limits = json!({"memory_mb": 256, "swap_mb": 0, "cpu_percent": 100, "disk_mb": 0, "io_weight": 500, "pids": 256});
+    let limits =
+        json!({"memory_mb": 256, "swap_mb": 0, "cpu_percent": 100, "disk_mb": 0, "io_weight": 500, "pids": 256});
     let (status, body) = panel
         .post(
             "/api/servers",
@@ -204,6 +205,16 @@ async fn main() {
     let (c, u, d) = (median(cats), median(ups), median(downs));
     println!("file: {} MiB, rounds: {rounds} (medians)", size >> 20);
     println!("cat SRC > DST:  {:>8.0} ms  {:>7.1} MiB/s", c.as_secs_f64() * 1000.0, mibs(c));
-    println!("upload:         {:>8.0} ms  {:>7.1} MiB/s  ratio {:.2}", u.as_secs_f64() * 1000.0, mibs(u), u.as_secs_f64() / c.as_secs_f64());
-    println!("download:       {:>8.0} ms  {:>7.1} MiB/s  ratio {:.2}", d.as_secs_f64() * 1000.0, mibs(d), d.as_secs_f64() / c.as_secs_f64());
+    println!(
+        "upload:         {:>8.0} ms  {:>7.1} MiB/s  ratio {:.2}",
+        u.as_secs_f64() * 1000.0,
+        mibs(u),
+        u.as_secs_f64() / c.as_secs_f64()
+    );
+    println!(
+        "download:       {:>8.0} ms  {:>7.1} MiB/s  ratio {:.2}",
+        d.as_secs_f64() * 1000.0,
+        mibs(d),
+        d.as_secs_f64() / c.as_secs_f64()
+    );
 }

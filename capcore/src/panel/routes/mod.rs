@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod backups;
 mod files;
 mod health;
 mod nodes;
@@ -75,6 +76,7 @@ pub(crate) fn all_routes() -> Vec<RouteDef> {
     all.extend(templates::routes());
     all.extend(servers::routes());
     all.extend(files::routes());
+    all.extend(backups::routes());
     all.extend(audit::routes());
     all
 }

@@ -190,6 +190,12 @@ pub enum Reply {
         truncated: bool,
     },
     Archive(ArchiveReport),
+    /// One backup's record.
+    Backup(crate::protocol::v1::backups::BackupRecord),
+    /// A server's backups, newest first.
+    Backups {
+        backups: Vec<crate::protocol::v1::backups::BackupRecord>,
+    },
     /// A download is under way: `length` bytes from `offset` of a file of `size` bytes follow on
     /// the byte stream.
     Download {

@@ -10,6 +10,7 @@
 //! Every message here has a golden file in `golden/`: a change to the wire format shows as a
 //! diff there.
 
+pub mod backups;
 pub mod files;
 pub mod stream;
 #[cfg(feature = "streams")]
@@ -173,6 +174,11 @@ pub enum Command {
         server_id: ServerId,
         op: files::FileOp,
     },
+    /// An operation on the server's backups.
+    Backups {
+        server_id: ServerId,
+        op: backups::BackupOp,
+    },
     /// Stop if needed and remove the server with its files.
     Delete {
         server_id: ServerId,
@@ -186,6 +192,17 @@ pub enum Command {
         #[serde(default)]
         keep: Vec<ServerId>,
     },
+}
+
+impl Command {
+    /// Whether the command moves bytes on the request's byte stream, and which way.
+    pub fn transfer(&self) -> Option<files::Transfer> {
+        match self {
+            Command::Files { op, .. } => op.transfer(),
+            Command::Backups { op: backups::BackupOp::Download { .. }, .. } => Some(files::Transfer::FromAgent),
+            _ => None,
+        }
+    }
 }
 
 /// Everything the agent needs to run one server.
@@ -252,9 +269,9 @@ pub struct CommandResult {
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Outcome {
     Ok,
-    /// Done, with data (file manager answers).
+    /// Done, with data (file manager and backup answers).
     Data {
-        data: files::Reply,
+        data: Box<files::Reply>,
     },
     Error {
         code: ErrorCode,
@@ -299,6 +316,8 @@ pub enum Event {
     Console { stream: ConsoleStream, line: String },
     /// Resource use, every few seconds while running.
     Stats { cpu_percent: f64, memory_bytes: u64, disk_bytes: u64, uptime_ms: u64 },
+    /// A backup being made: about once a second while it runs, and when it ends.
+    Backup { backup: backups::BackupRecord },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,8 +1,9 @@
 //! The byte streams of one connection: [`Streams`] routes incoming binary frames to the stream
 //! they belong to and keeps each direction within its credit.
 //!
-//! An [`Incoming`] stream grants credit back as its reader takes each chunk, so a reader that
-//! stops reading stops the sender after [`INITIAL_CREDIT`] bytes; nothing piles up. An
+//! An [`Incoming`] stream grants its sender [`WINDOW`] bytes at the start and credit back as its
+//! reader takes each chunk, so a reader that stops reading stops the sender after at most
+//! [`WINDOW`] bytes; nothing piles up. An
 //! [`Outgoing`] stream waits for credit before each data frame. Dropping either half before its
 //! end resets the stream, so the other side stops too; losing the connection ends every
 //! stream with an error.
@@ -11,6 +12,9 @@ use super::stream::{Credit, Frame, INITIAL_CREDIT, MAX_PAYLOAD};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc};
+
+/// Bytes a receiver lets its sender have in flight (and holds at most, unread).
+pub const WINDOW: u32 = 4 * 1024 * 1024;
 
 /// One side's end of a request's byte stream.
 #[derive(Debug)]
@@ -70,10 +74,16 @@ impl Streams {
         self.slots.lock().expect("streams lock")
     }
 
-    /// Starts receiving stream `id` (before the peer may send on it).
+    /// Starts receiving stream `id` (before the peer may send on it), granting the sender
+    /// [`WINDOW`] bytes ahead: one round trip per window, not per [`INITIAL_CREDIT`].
     pub fn incoming(self: &Arc<Self>, id: u32) -> Incoming {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.slots().insert(id, Slot::In { tx, credit: Credit::default() });
+        let mut credit = Credit::default();
+        // Best effort: with the frame queue full the stream still works, at the initial credit.
+        if self.out.try_send(Frame::Credit { stream: id, bytes: WINDOW - INITIAL_CREDIT }).is_ok() {
+            credit.grant(WINDOW - INITIAL_CREDIT);
+        }
+        self.slots().insert(id, Slot::In { tx, credit });
         Incoming { id, streams: self.clone(), rx, done: false }
     }
 
@@ -354,7 +364,8 @@ mod tests {
         let (out, mut frames) = mpsc::channel(16);
         let b = Streams::new(out);
         let mut rx = b.incoming(3);
-        for _ in 0..(INITIAL_CREDIT as usize / MAX_PAYLOAD) {
+        assert_eq!(frames.recv().await.unwrap(), Frame::Credit { stream: 3, bytes: WINDOW - INITIAL_CREDIT });
+        for _ in 0..(WINDOW as usize / MAX_PAYLOAD) {
             b.on_frame(Frame::Data { stream: 3, bytes: vec![0; MAX_PAYLOAD] });
         }
         b.on_frame(Frame::Data { stream: 3, bytes: vec![0; 1] });
@@ -377,10 +388,12 @@ mod tests {
         let (out, mut frames) = mpsc::channel(16);
         let s = Streams::new(out);
         drop(s.incoming(5));
+        assert!(matches!(frames.recv().await.unwrap(), Frame::Credit { stream: 5, .. }));
         assert!(matches!(frames.recv().await.unwrap(), Frame::Reset { stream: 5, .. }));
         s.on_frame(Frame::Data { stream: 99, bytes: vec![1] });
         assert!(matches!(frames.recv().await.unwrap(), Frame::Reset { stream: 99, .. }), "unknown streams are reset");
         let mut rx = s.incoming(6);
+        assert!(matches!(frames.recv().await.unwrap(), Frame::Credit { stream: 6, .. }));
         let mut tx = s.outgoing(8);
         s.close_all("connection lost");
         assert_eq!(rx.next().await, Some(Err("connection lost".into())));

@@ -301,7 +301,9 @@ fn file_manager_messages_match_their_golden_files() {
         "panel_request_files_decompress",
         &request(31, FileOp::Decompress { archive: "w.tar.zst".into(), into: "restored".into() }),
     );
-    let data = |id: u64, data: Reply| AgentMessage::Result(CommandResult { id, outcome: Outcome::Data { data } });
+    let data = |id: u64, data: Reply| {
+        AgentMessage::Result(CommandResult { id, outcome: Outcome::Data { data: Box::new(data) } })
+    };
     golden_json(
         "agent_result_listing",
         &data(
@@ -342,4 +344,66 @@ fn file_manager_messages_match_their_golden_files() {
 fn a_request_stream_is_numbered_like_the_request() {
     assert_eq!(stream::stream_of(7), 7);
     assert_eq!(stream::stream_of(u64::from(u32::MAX) + 8), 7);
+}
+
+#[test]
+fn backup_messages_match_their_golden_files() {
+    use crate::ids::BackupId;
+    use backups::{BackupOp, BackupRecord, BackupStatus, Retention};
+    let backup_id = BackupId(Uuid::from_u128(0xbac0_0000_0000_4000_8000_0000_0000_0003));
+    let record = BackupRecord {
+        id: backup_id,
+        name: "before the update".into(),
+        status: BackupStatus::Done,
+        created_ms: 1_764_000_000_000,
+        completed_ms: Some(1_764_000_004_000),
+        bytes: 123_456_789,
+        sha256: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into()),
+        locked: true,
+        files: 2048,
+        links_left_out: 1,
+        error: None,
+    };
+    let request = |id: u64, op: BackupOp| {
+        PanelMessage::Request(Request { id, timeout_ms: 30_000, command: Command::Backups { server_id: server(), op } })
+    };
+    golden_json(
+        "panel_request_backups_create",
+        &request(
+            40,
+            BackupOp::Create {
+                backup_id,
+                name: "before the update".into(),
+                retention: Retention { keep: Some(5), max_age_ms: Some(604_800_000) },
+                min_interval_ms: 60_000,
+            },
+        ),
+    );
+    golden_json("panel_request_backups_list", &request(41, BackupOp::List));
+    golden_json("panel_request_backups_lock", &request(42, BackupOp::Lock { backup_id, locked: true }));
+    golden_json("panel_request_backups_download", &request(43, BackupOp::Download { backup_id }));
+    golden_json("panel_request_backups_restore", &request(44, BackupOp::Restore { backup_id }));
+    golden_json("panel_request_backups_delete", &request(45, BackupOp::Delete { backup_id }));
+    golden_json(
+        "agent_result_backups",
+        &AgentMessage::Result(CommandResult {
+            id: 41,
+            outcome: Outcome::Data { data: Box::new(files::Reply::Backups { backups: vec![record.clone()] }) },
+        }),
+    );
+    golden_json(
+        "agent_event_backup",
+        &AgentMessage::Event(EventEnvelope {
+            server_id: server(),
+            seq: 44,
+            event: Event::Backup {
+                backup: BackupRecord { status: BackupStatus::Running, completed_ms: None, sha256: None, ..record },
+            },
+        }),
+    );
+    assert_eq!(
+        Command::Backups { server_id: server(), op: BackupOp::Download { backup_id } }.transfer(),
+        Some(files::Transfer::FromAgent)
+    );
+    assert_eq!(Command::Backups { server_id: server(), op: BackupOp::List }.transfer(), None);
 }

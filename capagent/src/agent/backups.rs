@@ -1,0 +1,296 @@
+//! The backup commands: made in the background from the server's file manager (so the same
+//! confinement holds), one at a time per server, progress reported as events; listed, locked,
+//! deleted, downloaded and restored from the node's [`BackupStore`].
+
+use super::files::{blocking, stream_file};
+use super::{Agent, now, outcome_error};
+use crate::files::{DiskQuota, restore};
+use capcore::ids::{BackupId, ServerId};
+use capcore::protocol::v1::backups::{BackupOp, BackupRecord, BackupStatus, Retention};
+use capcore::protocol::v1::files::Reply;
+use capcore::protocol::v1::streams::StreamEnd;
+use capcore::protocol::v1::{ErrorCode, Event, Outcome};
+use capcore::state::ServerState;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How often a running backup reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// A writer that counts what passes, for progress.
+struct Counting<W> {
+    inner: W,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn check_name(name: &str) -> Result<(), Outcome> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > 191 || trimmed.chars().any(char::is_control) {
+        return Err(outcome_error(ErrorCode::Invalid, "name: must be 1 to 191 characters without control characters"));
+    }
+    Ok(())
+}
+
+impl Agent {
+    pub(super) async fn backups(
+        &self,
+        id: ServerId,
+        op: BackupOp,
+        stream: Option<StreamEnd>,
+    ) -> Result<Reply, Outcome> {
+        self.known(id)?;
+        let store = self.inner.backups.clone();
+        match op {
+            BackupOp::Create { backup_id, name, retention, min_interval_ms } => {
+                self.start_backup(id, backup_id, name, retention, min_interval_ms).await
+            }
+            BackupOp::List => blocking(move || store.list(id)).await.map(|backups| Reply::Backups { backups }),
+            BackupOp::Delete { backup_id } => blocking(move || store.delete(id, backup_id)).await.map(|()| Reply::Done),
+            BackupOp::Lock { backup_id, locked } => {
+                // Under the server's backup guard, so a finishing backup's record is not overwritten.
+                let _guard = self.inner.backup_records.lock().await;
+                blocking(move || {
+                    let mut record = store.get(id, backup_id)?;
+                    record.locked = locked;
+                    store.save(id, &record)?;
+                    Ok(record)
+                })
+                .await
+                .map(Reply::Backup)
+            }
+            BackupOp::Download { backup_id } => {
+                let Some(StreamEnd::Outgoing(out)) = stream else {
+                    return Err(outcome_error(ErrorCode::Invalid, "a download needs the request's byte stream"));
+                };
+                let opened = blocking(move || {
+                    let record = store.get(id, backup_id)?;
+                    if record.status != BackupStatus::Done {
+                        return Err(capcore::Error::conflict("the backup is not complete"));
+                    }
+                    let file = std::fs::File::open(store.archive(id, backup_id))
+                        .map_err(|e| capcore::Error::internal("cannot open the backup", e))?;
+                    let size =
+                        file.metadata().map_err(|e| capcore::Error::internal("cannot open the backup", e))?.len();
+                    Ok((file, size, record.completed_ms.unwrap_or(record.created_ms)))
+                })
+                .await;
+                match opened {
+                    Ok((file, size, modified_ms)) => {
+                        stream_file(file, size, out);
+                        Ok(Reply::Download { size, offset: 0, length: size, modified_ms })
+                    }
+                    Err(e) => {
+                        out.reset("the download could not start").await;
+                        Err(e)
+                    }
+                }
+            }
+            BackupOp::Restore { backup_id } => self.restore_backup(id, backup_id).await,
+        }
+    }
+
+    async fn start_backup(
+        &self,
+        id: ServerId,
+        backup_id: BackupId,
+        name: String,
+        retention: Retention,
+        min_interval_ms: u64,
+    ) -> Result<Reply, Outcome> {
+        check_name(&name)?;
+        let files = self.server_files(id).await?;
+        let store = self.inner.backups.clone();
+        let at = now().millis();
+        {
+            let mut running = self.inner.backing_up.lock().expect("backups lock");
+            if running.contains(&id) {
+                return Err(outcome_error(ErrorCode::Conflict, "a backup of this server is already being made"));
+            }
+            running.insert(id);
+        }
+        let started = blocking({
+            let store = store.clone();
+            let name = name.trim().to_string();
+            move || {
+                let existing = store.list(id)?;
+                if existing.iter().any(|r| r.id == backup_id) {
+                    return Err(capcore::Error::conflict("a backup with this id exists"));
+                }
+                if let Some(last) = existing.iter().map(|r| r.created_ms).max()
+                    && at.saturating_sub(last) < min_interval_ms as i64
+                {
+                    let wait = (min_interval_ms as i64 - (at - last)).max(0) / 1000 + 1;
+                    return Err(capcore::Error::conflict(format!(
+                        "the server's previous backup started less than {} s ago; try again in {wait} s",
+                        min_interval_ms / 1000
+                    )));
+                }
+                let record = BackupRecord {
+                    id: backup_id,
+                    name,
+                    status: BackupStatus::Running,
+                    created_ms: at,
+                    completed_ms: None,
+                    bytes: 0,
+                    sha256: None,
+                    locked: false,
+                    files: 0,
+                    links_left_out: 0,
+                    error: None,
+                };
+                store.save(id, &record)?;
+                Ok(record)
+            }
+        })
+        .await;
+        let record = match started {
+            Ok(r) => r,
+            Err(e) => {
+                self.inner.backing_up.lock().expect("backups lock").remove(&id);
+                return Err(e);
+            }
+        };
+        self.emit(id, Event::Backup { backup: record.clone() });
+        let agent = self.clone();
+        let running = record.clone();
+        tokio::spawn(async move {
+            let progress = Arc::new(AtomicU64::new(0));
+            let path = store.archive(id, backup_id);
+            let work = {
+                let (progress, path) = (progress.clone(), path.clone());
+                tokio::task::spawn_blocking(move || -> capcore::Result<crate::files::BackupInfo> {
+                    let partial = path.with_extension("zst.part");
+                    let file = std::fs::File::create(&partial)
+                        .map_err(|e| capcore::Error::internal("cannot create the backup's file", e))?;
+                    let mut out = Counting { inner: std::io::BufWriter::with_capacity(1 << 20, file), bytes: progress };
+                    let made = files.backup(&mut out).and_then(|info| {
+                        let file = out
+                            .inner
+                            .into_inner()
+                            .map_err(|e| capcore::Error::internal("cannot write the backup", e.into_error()))?;
+                        file.sync_all().map_err(|e| capcore::Error::internal("cannot write the backup", e))?;
+                        std::fs::rename(&partial, &path)
+                            .map_err(|e| capcore::Error::internal("cannot write the backup", e))?;
+                        Ok(info)
+                    });
+                    if made.is_err() {
+                        let _ = std::fs::remove_file(&partial);
+                    }
+                    made
+                })
+            };
+            tokio::pin!(work);
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            tick.tick().await;
+            let result = loop {
+                tokio::select! {
+                    r = &mut work => break r.map_err(|e| capcore::Error::internal("the backup task failed", e)).and_then(|r| r),
+                    _ = tick.tick() => {
+                        let backup = BackupRecord { bytes: progress.load(Ordering::Relaxed), ..running.clone() };
+                        agent.emit(id, Event::Backup { backup });
+                    }
+                }
+            };
+            let finished = {
+                let _guard = agent.inner.backup_records.lock().await;
+                let locked = store.get(id, backup_id).map(|r| r.locked).unwrap_or(false);
+                let record = match &result {
+                    Ok(info) => BackupRecord {
+                        status: BackupStatus::Done,
+                        completed_ms: Some(now().millis()),
+                        bytes: info.bytes,
+                        sha256: Some(info.sha256.clone()),
+                        files: info.summary.files,
+                        links_left_out: info.summary.links_left_out,
+                        locked,
+                        ..running.clone()
+                    },
+                    Err(e) => BackupRecord {
+                        status: BackupStatus::Failed,
+                        completed_ms: Some(now().millis()),
+                        bytes: 0,
+                        error: Some(e.to_string()),
+                        locked,
+                        ..running.clone()
+                    },
+                };
+                if let Err(e) = store.save(id, &record) {
+                    tracing::warn!(server = %id, error = %e, "cannot record a finished backup");
+                }
+                record
+            };
+            agent.emit(id, Event::Backup { backup: finished.clone() });
+            if finished.status == BackupStatus::Done
+                && let Ok(deleted) = store.prune(id, retention, now().millis())
+                && !deleted.is_empty()
+            {
+                agent.system_line(id, &format!("[cap] retention deleted {} older backup(s)", deleted.len()));
+            }
+            agent.inner.backing_up.lock().expect("backups lock").remove(&id);
+        });
+        Ok(Reply::Backup(record))
+    }
+
+    /// Restores a stopped server's directory from a backup, holding the server's command lock
+    /// so nothing starts it meanwhile.
+    async fn restore_backup(&self, id: ServerId, backup_id: BackupId) -> Result<Reply, Outcome> {
+        let lock = self.lock_of(id);
+        let _guard = lock.lock().await;
+        match self.state_of(id) {
+            Some(ServerState::Offline | ServerState::Crashed | ServerState::InstallFailed) => {}
+            Some(s) => {
+                return Err(outcome_error(ErrorCode::Conflict, format!("stop the server first: it is {s}")));
+            }
+            None => return Err(outcome_error(ErrorCode::NotFound, "no such server")),
+        }
+        if self.inner.backing_up.lock().expect("backups lock").contains(&id) {
+            return Err(outcome_error(ErrorCode::Conflict, "a backup of this server is being made; wait for it"));
+        }
+        let disk_mb = self.with_slot(id, |s| s.record.spec.limits.disk_mb).unwrap_or(0);
+        let store = self.inner.backups.clone();
+        let dir = self.inner.config.runtime.servers_dir.join(id.to_string());
+        self.system_line(id, "[cap] restoring a backup");
+        let restored = blocking(move || {
+            let record = store.get(id, backup_id)?;
+            let (Some(sha256), BackupStatus::Done) = (record.sha256.as_deref(), record.status) else {
+                return Err(capcore::Error::conflict("the backup is not complete"));
+            };
+            let mut file = std::fs::File::open(store.archive(id, backup_id))
+                .map_err(|e| capcore::Error::internal("cannot open the backup", e))?;
+            let bytes = file.metadata().map_err(|e| capcore::Error::internal("cannot open the backup", e))?.len();
+            let quota = DiskQuota::new(super::files::limit_bytes(disk_mb), 0);
+            restore(&dir, &mut file, bytes, sha256, &quota)
+        })
+        .await;
+        // The directory was exchanged: the file manager opens the new one on next use.
+        self.files_forget(id);
+        match restored {
+            Ok(summary) => {
+                self.system_line(
+                    id,
+                    &format!("[cap] backup restored: {} files, {} bytes", summary.files, summary.bytes),
+                );
+                Ok(Reply::Done)
+            }
+            Err(e) => {
+                if let Outcome::Error { message, .. } = &e {
+                    self.system_line(id, &format!("[cap] the restore failed; nothing was changed: {message}"));
+                }
+                Err(e)
+            }
+        }
+    }
+}

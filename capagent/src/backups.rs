@@ -1,0 +1,205 @@
+//! Where a node keeps its servers' backups: `<dir>/<server id>/<backup id>.tar.zst`, each with
+//! its record beside it (`<backup id>.json`, replaced atomically). Backup ids are UUIDs, so no
+//! name from a request ever becomes a path of its own.
+//!
+//! ```
+//! use capagent::backups::BackupStore;
+//! use capcore::ids::{BackupId, ServerId};
+//! use capcore::protocol::v1::backups::{BackupRecord, BackupStatus};
+//!
+//! let dir = std::env::temp_dir().join(format!("cap-backup-store-doc-{}", std::process::id()));
+//! let store = BackupStore::new(&dir);
+//! let server = ServerId(uuid::Uuid::from_u128(1));
+//! let record = BackupRecord {
+//!     id: BackupId(uuid::Uuid::from_u128(2)),
+//!     name: "before the update".into(),
+//!     status: BackupStatus::Running,
+//!     created_ms: 1_000,
+//!     completed_ms: None,
+//!     bytes: 0,
+//!     sha256: None,
+//!     locked: false,
+//!     files: 0,
+//!     links_left_out: 0,
+//!     error: None,
+//! };
+//! store.save(server, &record).unwrap();
+//! assert_eq!(store.list(server).unwrap(), vec![record]);
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+
+use capcore::ids::{BackupId, ServerId};
+use capcore::protocol::v1::backups::{BackupRecord, BackupStatus, Retention};
+use capcore::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// A node's backups on its own disk.
+#[derive(Clone, Debug)]
+pub struct BackupStore {
+    dir: PathBuf,
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::internal(format!("cannot {what}"), e)
+}
+
+impl BackupStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    fn server_dir(&self, server: ServerId) -> PathBuf {
+        self.dir.join(server.to_string())
+    }
+
+    /// The archive of a backup (complete or not).
+    pub fn archive(&self, server: ServerId, id: BackupId) -> PathBuf {
+        self.server_dir(server).join(format!("{id}.tar.zst"))
+    }
+
+    fn record_path(&self, server: ServerId, id: BackupId) -> PathBuf {
+        self.server_dir(server).join(format!("{id}.json"))
+    }
+
+    /// Writes a backup's record (creating the server's directory), atomically.
+    pub fn save(&self, server: ServerId, record: &BackupRecord) -> Result<()> {
+        let dir = self.server_dir(server);
+        std::fs::create_dir_all(&dir).map_err(io("create the backups directory"))?;
+        let path = self.record_path(server, record.id);
+        let temporary = path.with_extension("json.tmp");
+        let text =
+            serde_json::to_vec_pretty(record).map_err(|e| Error::internal("cannot encode a backup record", e))?;
+        std::fs::write(&temporary, text).map_err(io("write a backup record"))?;
+        std::fs::rename(&temporary, &path).map_err(io("write a backup record"))
+    }
+
+    /// One backup's record; `NotFound` for one the server does not have.
+    pub fn get(&self, server: ServerId, id: BackupId) -> Result<BackupRecord> {
+        match std::fs::read(self.record_path(server, id)) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| Error::internal("a backup record is unreadable", e))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::not_found("backup")),
+            Err(e) => Err(io("read a backup record")(e)),
+        }
+    }
+
+    /// The server's backups, newest first (records that cannot be read are skipped, logged).
+    pub fn list(&self, server: ServerId) -> Result<Vec<BackupRecord>> {
+        let entries = match std::fs::read_dir(self.server_dir(server)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("list backups")(e)),
+        };
+        let mut records = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(io("list backups"))?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            match std::fs::read(&path).map(|b| serde_json::from_slice::<BackupRecord>(&b)) {
+                Ok(Ok(r)) => records.push(r),
+                Ok(Err(e)) => tracing::warn!(path = %path.display(), error = %e, "unreadable backup record skipped"),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "unreadable backup record skipped"),
+            }
+        }
+        records.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+        Ok(records)
+    }
+
+    /// Deletes a backup's archive and record; a locked or running backup is refused.
+    pub fn delete(&self, server: ServerId, id: BackupId) -> Result<()> {
+        let record = self.get(server, id)?;
+        if record.locked {
+            return Err(Error::conflict("the backup is locked; unlock it to delete it"));
+        }
+        if record.status == BackupStatus::Running {
+            return Err(Error::conflict("the backup is still being made"));
+        }
+        remove_if_there(&self.archive(server, id))?;
+        remove_if_there(&self.record_path(server, id))
+    }
+
+    /// Deletes every backup of a server (the server itself is deleted).
+    pub fn remove_server(&self, server: ServerId) -> Result<()> {
+        match std::fs::remove_dir_all(self.server_dir(server)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("delete the server's backups")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies `retention` at `now_ms`: deletes unlocked, finished backups older than its
+    /// maximum age and those beyond the newest `keep`. Returns what was deleted.
+    pub fn prune(&self, server: ServerId, retention: Retention, now_ms: i64) -> Result<Vec<BackupId>> {
+        let mut kept = 0u32;
+        let mut deleted = Vec::new();
+        for record in self.list(server)? {
+            if record.locked || record.status == BackupStatus::Running {
+                continue;
+            }
+            let too_old = retention.max_age_ms.is_some_and(|age| now_ms.saturating_sub(record.created_ms) > age as i64);
+            let too_many = retention.keep.is_some_and(|keep| kept >= keep);
+            if too_old || too_many {
+                self.delete(server, record.id)?;
+                deleted.push(record.id);
+            } else {
+                kept += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+fn remove_if_there(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("delete a backup")(e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u128, created_ms: i64, locked: bool) -> BackupRecord {
+        BackupRecord {
+            id: BackupId(uuid::Uuid::from_u128(n)),
+            name: format!("b{n}"),
+            status: BackupStatus::Done,
+            created_ms,
+            completed_ms: Some(created_ms + 1),
+            bytes: 10,
+            sha256: Some("00".into()),
+            locked,
+            files: 1,
+            links_left_out: 0,
+            error: None,
+        }
+    }
+
+    fn store(tag: &str) -> (BackupStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("cap-backup-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (BackupStore::new(&dir), dir)
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_every_locked_backup() {
+        let (store, dir) = store("retention");
+        let server = ServerId(uuid::Uuid::from_u128(9));
+        for (n, at, locked) in [(1, 100, true), (2, 200, false), (3, 300, false), (4, 400, false), (5, 500, false)] {
+            store.save(server, &record(n, at, locked)).unwrap();
+            std::fs::write(store.archive(server, record(n, at, locked).id), b"x").unwrap();
+        }
+        let deleted = store.prune(server, Retention { keep: Some(2), max_age_ms: None }, 1000).unwrap();
+        assert_eq!(deleted, vec![record(3, 0, false).id, record(2, 0, false).id]);
+        let left: Vec<i64> = store.list(server).unwrap().iter().map(|r| r.created_ms).collect();
+        assert_eq!(left, [500, 400, 100], "the two newest, and the locked one");
+        assert!(!store.archive(server, record(2, 0, false).id).exists());
+        let deleted = store.prune(server, Retention { keep: None, max_age_ms: Some(550) }, 1000).unwrap();
+        assert_eq!(deleted, vec![record(4, 0, false).id], "older than 550 ms, unless locked");
+        assert!(store.delete(server, record(1, 0, true).id).unwrap_err().to_string().contains("locked"));
+        assert!(matches!(store.get(server, record(4, 0, false).id), Err(Error::NotFound { what: "backup" })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

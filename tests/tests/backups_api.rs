@@ -1,0 +1,254 @@
+//! Backups end to end: REST calls to the panel, made, listed, locked, downloaded, restored and
+//! deleted by a real `cap-agent` on its own disk, progress on the live socket.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use cap_tests::e2e::{AgentProcess, live_connect, scratch_dir, wait_until};
+use cap_tests::{Cred, TestPanel, assert_error, test_auth_config};
+use capcore::panel::PanelConfig;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+struct World {
+    panel: TestPanel,
+    addr: SocketAddr,
+    agent: AgentProcess,
+    owner: Cred,
+    server: String,
+}
+
+impl World {
+    async fn new(tag: &str, config: PanelConfig) -> World {
+        let panel = TestPanel::start_with(test_auth_config(), config).await;
+        let addr = panel.serve().await;
+        let (node, token) = panel.node_with_token(tag, 4).await;
+        let agent = AgentProcess::spawn(addr, &token, &scratch_dir(tag));
+        panel.wait_node(&node, true).await;
+        let (owner_id, owner) = panel.user("owner", &[]).await;
+        let template =
+            panel.game_template(&format!("{tag}-game"), &[], json!({"type": "command", "value": "stop"})).await;
+        let server = panel.server(tag, &owner_id, &node, &template).await;
+        panel.wait_state(&server, "offline").await;
+        World { panel, addr, agent, owner, server }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.agent.data_dir.join("servers").join(&self.server)
+    }
+
+    fn backups_dir(&self) -> PathBuf {
+        self.agent.data_dir.join("backups").join(&self.server)
+    }
+
+    fn url(&self, rest: &str) -> String {
+        format!("/api/servers/{}/backups{rest}", self.server)
+    }
+
+    async fn create(&self, cred: &Cred, name: &str) -> (StatusCode, Value) {
+        self.panel.post(&self.url(""), cred, json!({"name": name})).await
+    }
+
+    async fn list(&self) -> Vec<Value> {
+        let (status, body) = self.panel.get(&self.url(""), &self.owner).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array().unwrap().clone()
+    }
+
+    /// Waits until the backup is no longer running; returns its record.
+    async fn finished(&self, id: &str) -> Value {
+        wait_until(&format!("backup {id} ends"), || async {
+            self.list().await.into_iter().find(|b| b["id"] == id && b["status"] != "running")
+        })
+        .await
+    }
+
+    async fn made(&self, name: &str) -> Value {
+        let (status, body) = self.create(&self.owner, name).await;
+        assert_eq!(status, 202, "{body}");
+        let done = self.finished(body["id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "done", "{done}");
+        done
+    }
+
+    async fn download(&self, cred: &Cred, id: &str) -> (StatusCode, Vec<u8>) {
+        let mut req = Request::builder().method(Method::GET).uri(self.url(&format!("/{id}/download")));
+        if let Cred::Bearer(t) = cred {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let (status, _, bytes) = self.panel.send_for_bytes(req.body(Body::empty()).unwrap()).await;
+        (status, bytes)
+    }
+}
+
+fn config(min_interval: Duration, keep: Option<u32>) -> PanelConfig {
+    PanelConfig { backup_min_interval: min_interval, backup_keep: keep, ..PanelConfig::default() }
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    capagent::files::sha256_of(&mut &bytes[..]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_made_with_progress_downloaded_and_restored_atomically() {
+    let w = World::new("backup-cycle", config(Duration::ZERO, None)).await;
+    std::fs::create_dir_all(w.dir().join("world")).unwrap();
+    let level = noise(3 * 1024 * 1024, 7);
+    std::fs::write(w.dir().join("world/level.dat"), &level).unwrap();
+    std::fs::write(w.dir().join("cache.tmp"), b"scratch").unwrap();
+    std::fs::write(w.dir().join(".capignore"), b"*.tmp\n").unwrap();
+
+    let mut live = live_connect(w.addr, &w.server, &w.owner).await.expect("live socket");
+    let (status, started) = w.create(&w.owner, "before the update").await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!((started["status"].as_str(), started["name"].as_str()), (Some("running"), Some("before the update")));
+    let id = started["id"].as_str().unwrap().to_string();
+    // The live socket carries the backup's progress and its end.
+    let done = live
+        .until("the backup's end on the live socket", |f| {
+            f["type"] == "backup" && f["backup"]["id"] == id.as_str() && f["backup"]["status"] == "done"
+        })
+        .await;
+    let record = w.finished(&id).await;
+    assert_eq!(record, done["backup"], "the socket and the list agree");
+    assert!(record["bytes"].as_u64().unwrap() > 1024 * 1024, "{record}");
+    assert_eq!(record["files"], 3, "level.dat, .capignore and installed.txt; cache.tmp is ignored: {record}");
+    assert_eq!(w.panel.last_audit("backup.create").await["result"], "success");
+
+    let (status, archive) = w.download(&w.owner, &id).await;
+    assert_eq!(status, 200);
+    assert_eq!(archive.len() as u64, record["bytes"].as_u64().unwrap());
+    assert_eq!(sha256_hex(&archive), record["sha256"].as_str().unwrap(), "the download is the recorded archive");
+
+    // The game changes its world; the backup puts it back, whole.
+    std::fs::write(w.dir().join("world/level.dat"), b"ruined").unwrap();
+    std::fs::write(w.dir().join("world/new.dat"), b"new").unwrap();
+    let (status, body) = w.panel.post(&w.url(&format!("/{id}/restore")), &w.owner, json!({})).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(std::fs::read(w.dir().join("world/level.dat")).unwrap(), level);
+    assert!(!w.dir().join("world/new.dat").exists(), "a restore replaces the directory, not merges into it");
+    assert!(!w.dir().join("cache.tmp").exists(), "ignored files were not in the backup");
+    live.until_line("backup restored").await;
+    // The file manager sees the restored directory.
+    let (status, listing) = w.panel.get(&format!("/api/servers/{}/files?path=world", w.server), &w.owner).await;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(listing["total"], 1, "{listing}");
+
+    // A restore needs the server stopped.
+    assert_eq!(
+        w.panel.post(&format!("/api/servers/{}/power", w.server), &w.owner, json!({"action": "start"})).await.0,
+        202
+    );
+    w.panel.wait_state(&w.server, "running").await;
+    let msg =
+        assert_error(&w.panel.post(&w.url(&format!("/{id}/restore")), &w.owner, json!({})).await, 409, "conflict");
+    assert!(msg.contains("stop the server"), "{msg}");
+    assert_eq!(
+        w.panel.post(&format!("/api/servers/{}/power", w.server), &w.owner, json!({"action": "stop"})).await.0,
+        202
+    );
+    w.panel.wait_state(&w.server, "offline").await;
+
+    // A corrupt archive is refused by its checksum and changes nothing.
+    let archive_path = w.backups_dir().join(format!("{id}.tar.zst"));
+    let mut bytes = std::fs::read(&archive_path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&archive_path, &bytes).unwrap();
+    std::fs::write(w.dir().join("world/level.dat"), b"current").unwrap();
+    let msg =
+        assert_error(&w.panel.post(&w.url(&format!("/{id}/restore")), &w.owner, json!({})).await, 409, "conflict");
+    assert!(msg.contains("corrupt or truncated"), "{msg}");
+    assert_eq!(std::fs::read(w.dir().join("world/level.dat")).unwrap(), b"current");
+    assert_eq!(w.panel.last_audit("backup.restore").await["result"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_retention_rate_and_one_at_a_time_hold() {
+    let w = World::new("backup-rules", config(Duration::ZERO, Some(2))).await;
+    let first = w.made("first").await;
+    let first_id = first["id"].as_str().unwrap();
+    let (status, locked) = w.panel.post(&w.url(&format!("/{first_id}/lock")), &w.owner, json!({"locked": true})).await;
+    assert_eq!((status, locked["locked"].as_bool()), (StatusCode::OK, Some(true)), "{locked}");
+    let msg = assert_error(&w.panel.delete(&w.url(&format!("/{first_id}")), &w.owner).await, 409, "conflict");
+    assert!(msg.contains("locked"), "{msg}");
+    for name in ["second", "third", "fourth"] {
+        w.made(name).await;
+    }
+    let names: Vec<String> = w.list().await.iter().map(|b| b["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["fourth", "third", "first"], "keep 2, and the locked one");
+    let archives = std::fs::read_dir(w.backups_dir())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "zst"))
+        .count();
+    assert_eq!(archives, 3, "pruned backups' archives are gone");
+    assert_eq!(w.panel.post(&w.url(&format!("/{first_id}/lock")), &w.owner, json!({"locked": false})).await.0, 200);
+    assert_eq!(w.panel.delete(&w.url(&format!("/{first_id}")), &w.owner).await.0, 204);
+    assert_eq!(w.list().await.len(), 2);
+
+    // One at a time: a second backup while one runs is refused (the first has 128 MiB to pack).
+    std::fs::write(w.dir().join("big.bin"), noise(128 * 1024 * 1024, 3)).unwrap();
+    let (status, running) = w.create(&w.owner, "big").await;
+    assert_eq!(status, 202, "{running}");
+    let msg = assert_error(&w.create(&w.owner, "overlapping").await, 409, "conflict");
+    assert!(msg.contains("already being made"), "{msg}");
+    assert_eq!(w.finished(running["id"].as_str().unwrap()).await["status"], "done");
+
+    // Deleting the server deletes its backups.
+    assert_eq!(w.panel.delete(&format!("/api/servers/{}", w.server), &w.panel.admin().await).await.0, 204);
+    wait_until("the server's backups are gone", || async { (!w.backups_dir().exists()).then_some(()) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_permissions_and_bad_ids_are_enforced() {
+    let w = World::new("backup-perms", config(Duration::from_secs(3600), None)).await;
+    let made = w.made("only").await;
+    let id = made["id"].as_str().unwrap();
+    let msg = assert_error(&w.create(&w.owner, "too soon").await, 409, "conflict");
+    assert!(msg.contains("try again in"), "{msg}");
+
+    let (_, viewer) = w.panel.user("viewer", &[]).await;
+    w.panel.subuser(&w.server, "viewer@example.org", &["SERVER_VIEW", "BACKUP_VIEW"]).await;
+    let (status, listed) = w.panel.get(&w.url(""), &viewer).await;
+    assert_eq!((status, listed.as_array().map(Vec::len)), (StatusCode::OK, Some(1)), "{listed}");
+    assert_error(&w.create(&viewer, "mine").await, 403, "forbidden");
+    assert_eq!(w.download(&viewer, id).await.0, 403);
+    assert_error(&w.panel.post(&w.url(&format!("/{id}/restore")), &viewer, json!({})).await, 403, "forbidden");
+    assert_error(&w.panel.delete(&w.url(&format!("/{id}")), &viewer).await, 403, "forbidden");
+    assert_error(
+        &w.panel.post(&w.url(&format!("/{id}/lock")), &viewer, json!({"locked": true})).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(w.panel.last_audit("backup.delete").await["result"], "denied");
+    let (_, stranger) = w.panel.user("stranger", &[]).await;
+    assert_error(&w.panel.get(&w.url(""), &stranger).await, 404, "not_found");
+
+    // Ids that are not backup ids, or of no backup: not found, nothing touched.
+    for bad in ["..%2F..%2Fetc", "not-a-uuid", "00000000-0000-4000-8000-000000000000"] {
+        assert_error(&w.panel.delete(&w.url(&format!("/{bad}")), &w.owner).await, 404, "not_found");
+        assert_eq!(w.download(&w.owner, bad).await.0, 404, "{bad}");
+    }
+    let msg = assert_error(&w.panel.post(&w.url(""), &w.owner, json!({"name": "a\u{7}b"})).await, 422, "invalid");
+    assert!(msg.contains("name"), "{msg}");
+    assert_error(&w.panel.post(&w.url(""), &w.owner, json!({"name": 5})).await, 422, "invalid");
+    assert_error(
+        &w.panel.post(&w.url(&format!("/{id}/lock")), &w.owner, json!({"locked": "yes"})).await,
+        422,
+        "invalid",
+    );
+    assert_eq!(w.list().await.len(), 1);
+}
