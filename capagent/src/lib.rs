@@ -1,6 +1,8 @@
 //! Ctrl-Alt-Play agent library: runtimes that run game servers and stream their consoles, the
 //! file manager of a server's directory ([`files::ServerFiles`], confined to it by
-//! construction), and the [`Agent`] that connects them to a panel.
+//! construction), the node's backups ([`backups::BackupStore`]), and the [`Agent`] that connects
+//! them to a panel: file manager and backup commands arrive as protocol requests, downloads and
+//! uploads as byte streams on the same connection.
 //!
 //! [`Agent`] is a node's agent: it dials the panel's `/api/agent/v1/connect` with the node's
 //! token, registers the node's facts, executes the panel's commands on a [`ProcessRuntime`], and

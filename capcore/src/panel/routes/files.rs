@@ -29,9 +29,14 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 pub(super) fn routes() -> Vec<RouteDef> {
-    const FILES: &str = "/api/servers/{id}/files";
     vec![
-        RouteDef::new(Method::GET, FILES, "List a directory, a page at a time", "FILE_VIEW on the server", get(list))
+        RouteDef::new(
+            Method::GET,
+            "/api/servers/{id}/files",
+            "List a directory, a page at a time",
+            "FILE_VIEW on the server",
+            get(list),
+        )
             .query::<ListQuery>()
             .response::<Listing>(),
         RouteDef::new(
