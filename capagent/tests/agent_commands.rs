@@ -25,6 +25,7 @@ fn spec(node_id: NodeId) -> ServerSpec {
         ready_patterns: vec![WireReadyPattern::Contains("Done (".into())],
         install: Some(WireInstall { script: "echo installed > marker\n".into(), entrypoint: "sh".into() }),
         image: None,
+        file_denylist: Vec::new(),
     }
 }
 

@@ -81,7 +81,12 @@ impl TestPanel {
         let id = body["node"]["id"].as_str().expect("node id").to_string();
         let token = body["token"].as_str().expect("token").to_string();
         if ports > 0 {
-            let range = format!("31000-{}", 31000 + ports - 1);
+            // Each node of this process gets ports of its own: the agent refuses to start a
+            // server whose port another test's game holds.
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let offset = NEXT.fetch_add(u32::from(ports), std::sync::atomic::Ordering::Relaxed) % 8000;
+            let first = 31000 + offset as u16;
+            let range = format!("{first}-{}", first + ports - 1);
             let (status, body) = self
                 .post(&format!("/api/nodes/{id}/allocations"), &admin, json!({"ip": "127.0.0.1", "ports": [range]}))
                 .await;

@@ -470,3 +470,36 @@ async fn a_server_whose_spec_cannot_be_built_keeps_its_files_across_a_reconnect(
     let message = assert_error(&w.power(&server, "start").await, 422, "invalid");
     assert!(message.contains("NEW_SETTING"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_port_is_taken_is_not_started_and_says_why() {
+    let w = world("port-taken").await;
+    let server = w.server("port-taken", &[]).await;
+    let (_, allocations) = w.panel.get(&format!("/api/servers/{server}/allocations"), &w.owner).await;
+    let port = allocations[0]["port"].as_u64().unwrap() as u16;
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free before the test takes it");
+    let mut live = w.live(&server).await;
+    let refused = w.power(&server, "start").await;
+    let msg = assert_error(&refused, 409, "conflict");
+    assert!(msg.contains(&format!("port {port} (TCP) on 127.0.0.1 is in use")), "{msg}");
+    live.until_line("cannot start: port").await;
+    assert_eq!(w.panel.state_of(&server).await, "offline");
+    drop(squatter);
+    assert_eq!(w.power(&server, "start").await.0, 202);
+    live.until_state("running").await;
+
+    // Resource use reaches the socket and the history kept for charts.
+    let stats = live.until("a stats frame", |f| f["type"] == "stats").await;
+    assert!(stats["memory_bytes"].as_u64().unwrap() > 0, "{stats}");
+    let (status, history) = w.panel.get(&format!("/api/servers/{server}/stats"), &w.owner).await;
+    assert_eq!(status, 200, "{history}");
+    let samples = history.as_array().unwrap();
+    assert!(!samples.is_empty() && samples.iter().all(|s| s["at_ms"].as_i64().unwrap() > 0), "{history}");
+    assert!(samples.iter().all(|s| s["memory_bytes"].as_u64().unwrap() > 0), "{history}");
+    let mut again = w.live(&server).await;
+    let frame = again.until("the history on connect", |f| f["type"] == "history").await;
+    assert!(!frame["samples"].as_array().unwrap().is_empty(), "{frame}");
+
+    assert_eq!(w.power(&server, "stop").await.0, 202);
+    live.until_state("offline").await;
+}

@@ -329,3 +329,60 @@ async fn file_calls_to_an_offline_node_fail_fast_with_503() {
     assert!(msg.contains("offline"), "{msg}");
     assert_error(&w.upload(&w.owner, "a.txt", b"x".to_vec()).await, 503, "unavailable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_templates_file_denylist_is_enforced_for_every_operation() {
+    let panel = TestPanel::start().await;
+    let addr = panel.serve().await;
+    let (node, token) = panel.node_with_token("files-deny", 2).await;
+    let agent = AgentProcess::spawn(addr, &token, &scratch_dir("files-deny"));
+    panel.wait_node(&node, true).await;
+    let (owner_id, owner) = panel.user("owner", &[]).await;
+    let game = cap_tests::e2e::workspace_bin("cap-test-game-server");
+    let spec = json!({
+        "name": "denying",
+        "startup": format!("{} --port {{{{SERVER_PORT}}}}", game.display()),
+        "stop": {"type": "signal", "value": "SIGTERM"},
+        "file_denylist": ["secrets/", "*.key"],
+    });
+    let (status, body) = panel.post("/api/templates", &panel.admin().await, spec).await;
+    assert_eq!(status, 200, "{body}");
+    let template = body["id"].as_str().unwrap().to_string();
+    let server = panel.server("denying", &owner_id, &node, &template).await;
+    panel.wait_state(&server, "offline").await;
+    let dir = agent.data_dir.join("servers").join(&server);
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/token.txt"), b"t0ken").unwrap();
+    std::fs::write(dir.join("tls.key"), b"k3y").unwrap();
+    let url = |rest: &str| format!("/api/servers/{server}/files{rest}");
+
+    let refused = |got: (StatusCode, Value), what: &str| {
+        let msg = assert_error(&got, 403, "forbidden");
+        assert!(msg.contains("denylist"), "{what}: {msg}");
+    };
+    refused(panel.get(&url("?path=secrets"), &owner).await, "list");
+    refused(panel.get(&url("/stat?path=secrets/token.txt"), &owner).await, "stat");
+    refused(panel.get(&url("/content?path=tls.key"), &owner).await, "read");
+    refused(
+        panel.raw(Method::PUT, &url("/content?path=conf/new.key"), &owner, "x", "application/octet-stream").await,
+        "write",
+    );
+    refused(panel.post(&url("/delete"), &owner, json!({"paths": ["secrets"]})).await, "delete");
+    refused(panel.post(&url("/rename"), &owner, json!({"from": "tls.key", "to": "public.txt"})).await, "rename from");
+    refused(panel.post(&url("/copy"), &owner, json!({"from": "secrets/token.txt", "to": "t.txt"})).await, "copy");
+    refused(panel.post(&url("/chmod"), &owner, json!({"path": "secrets", "mode": "777"})).await, "chmod");
+    refused(panel.post(&url("/compress"), &owner, json!({"paths": ["secrets"], "archive": "s.zip"})).await, "compress");
+    assert_eq!(std::fs::read(dir.join("secrets/token.txt")).unwrap(), b"t0ken");
+    assert_eq!(std::fs::read(dir.join("tls.key")).unwrap(), b"k3y");
+    // Everything else works as usual.
+    let (status, body) =
+        panel.raw(Method::PUT, &url("/content?path=notes.txt"), &owner, "fine", "application/octet-stream").await;
+    assert_eq!(status, 200, "{body}");
+    refused(
+        panel.post(&url("/rename"), &owner, json!({"from": "notes.txt", "to": "secrets/notes.txt"})).await,
+        "rename to",
+    );
+    let (status, listing) = panel.get(&url(""), &owner).await;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(names(&listing), ["secrets", "notes.txt", "tls.key"], "listed, not opened");
+}

@@ -61,6 +61,8 @@ impl Agent {
     /// Runs one file manager operation; `stream` is the request's byte stream for a download
     /// (outgoing) or an upload (incoming).
     pub(super) async fn files(&self, id: ServerId, op: FileOp, stream: Option<StreamEnd>) -> Result<Reply, Outcome> {
+        let denylist = self.with_slot(id, |s| s.record.spec.file_denylist.clone()).unwrap_or_default();
+        check_denylist(&denylist, &op)?;
         let files = self.server_files(id).await?;
         match (op, stream) {
             (FileOp::Download { path, offset, length }, Some(StreamEnd::Outgoing(out))) => {
@@ -73,6 +75,51 @@ impl Agent {
             (op, _) => blocking(move || run(&files, op)).await,
         }
     }
+}
+
+/// Every path `op` names, as given.
+fn paths_of(op: &FileOp) -> Vec<String> {
+    match op {
+        FileOp::List { path, .. }
+        | FileOp::Stat { path }
+        | FileOp::Download { path, .. }
+        | FileOp::Upload { path }
+        | FileOp::MakeDir { path }
+        | FileOp::Chmod { path, .. }
+        | FileOp::Search { path, .. } => vec![path.clone()],
+        FileOp::Rename { from, to } | FileOp::Copy { from, to } => vec![from.clone(), to.clone()],
+        FileOp::Delete { paths } => paths.clone(),
+        FileOp::Compress { dir, paths, archive } => {
+            let mut all: Vec<String> = paths.iter().map(|p| format!("{dir}/{p}")).collect();
+            all.push(archive.clone());
+            all
+        }
+        FileOp::Decompress { archive, into } => vec![archive.clone(), into.clone()],
+    }
+}
+
+/// `Forbidden` when `op` names a path the template's file denylist covers, or a path beneath
+/// one (gitignore-like patterns, as `.capignore`).
+fn check_denylist(denylist: &[String], op: &FileOp) -> Result<(), Outcome> {
+    if denylist.is_empty() {
+        return Ok(());
+    }
+    let rules = crate::files::IgnoreRules::parse(&denylist.join("\n"));
+    for raw in paths_of(op) {
+        // Malformed paths are refused by the file manager itself, with a better message.
+        let Ok(path) = crate::files::RelPath::parse("path", &raw) else { continue };
+        let mut prefix = crate::files::RelPath::root();
+        for part in path.parts() {
+            prefix = prefix.join(part);
+            if rules.ignored(&prefix, true) || rules.ignored(&prefix, false) {
+                return Err(outcome_error(
+                    ErrorCode::Forbidden,
+                    format!("`{}` is on the template's file denylist", prefix.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn blocking<T: Send + 'static>(

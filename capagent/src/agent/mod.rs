@@ -14,6 +14,7 @@ mod backups;
 pub mod connection;
 pub mod facts;
 mod files;
+mod ports;
 pub mod store;
 
 use crate::console::Subscription;
@@ -549,6 +550,13 @@ impl Agent {
         }
         if matches!(self.inner.runtime.status(id).await, Ok(RuntimeStatus::Running { .. })) {
             return Err(outcome_error(ErrorCode::Conflict, "the server is already running"));
+        }
+        let environment = self.with_slot(id, |s| s.record.spec.environment.clone()).unwrap_or_default();
+        if let Err(refused) = ports::check_allocation(&environment) {
+            if let Outcome::Error { message, .. } = &refused {
+                self.system_line(id, &format!("[cap] cannot start: {message}"));
+            }
+            return Err(refused);
         }
         let run = self.next_run(id);
         self.set_state(id, ServerState::Starting, None);

@@ -63,6 +63,7 @@ pub async fn server_spec(s: &PanelState, server: &Server) -> Result<ServerSpec> 
             .as_ref()
             .map(|i| WireInstall { script: i.script.clone(), entrypoint: i.entrypoint.clone() }),
         image: template.spec.images.first().map(|i| i.image.clone()),
+        file_denylist: template.spec.file_denylist.clone(),
     })
 }
 

@@ -2,8 +2,8 @@
 //!
 //! The gateway publishes each server's console lines, state changes and stats into the
 //! [`LiveHub`]; every message is serialised once and shared by all subscribers. A new
-//! subscriber gets a hello, the recent console lines (bounded per server) and the latest stats,
-//! then the live feed. Each subscriber reads from a bounded queue: one that falls behind is
+//! subscriber gets a hello, the recent console lines (bounded per server), the latest stats and
+//! the recent stats history (for charts), then the live feed. Each subscriber reads from a bounded queue: one that falls behind is
 //! disconnected with a reason, and never slows the game, the agent or other subscribers.
 //!
 //! Permissions are checked per message: console lines go out only while the caller holds
@@ -14,6 +14,8 @@
 //! Messages to the browser: `{"type":"hello","server_id","state","node_online","permissions"}`,
 //! `{"type":"console","stream","line"}`, `{"type":"state","state"}`,
 //! `{"type":"stats","cpu_percent","memory_bytes","disk_bytes","uptime_ms"}`,
+//! `{"type":"history","samples":[{"at_ms","cpu_percent","memory_bytes","disk_bytes"}]}` (on
+//! connect, when there is any), `{"type":"backup","backup":{...}}` (a backup's progress and end),
 //! `{"type":"error","error","message"}`. From the browser: `{"type":"command","command"}` and
 //! `{"type":"power","action":"start"|"stop"|"restart"|"kill"}`.
 
@@ -42,6 +44,32 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 
+/// Stats samples kept per server for charts (at the agents' default of one every 5 s: 10
+/// minutes).
+pub const HISTORY_SAMPLES: usize = 120;
+
+/// One stats sample of a server's history.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct StatsSample {
+    /// When this instance received it, milliseconds since the epoch.
+    pub at_ms: i64,
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn remember_sample(feed: &Feed, sample: StatsSample) {
+    let mut history = feed.history.lock().expect("history lock");
+    if history.len() >= HISTORY_SAMPLES {
+        history.pop_front();
+    }
+    history.push_back(sample);
+}
+
 /// One message for subscribers, serialised once.
 #[derive(Clone, Debug)]
 pub struct LiveFrame {
@@ -56,6 +84,8 @@ struct Feed {
     /// relayed from another instance).
     replay: Mutex<VecDeque<(u64, Utf8Bytes)>>,
     stats: Mutex<Option<Utf8Bytes>>,
+    /// Recent stats, oldest first, for charts.
+    history: Mutex<VecDeque<StatsSample>>,
     tx: broadcast::Sender<LiveFrame>,
     /// The last console line number given out here.
     seq: AtomicU64,
@@ -93,6 +123,7 @@ impl LiveHub {
                 Arc::new(Feed {
                     replay: Mutex::new(VecDeque::new()),
                     stats: Mutex::new(None),
+                    history: Mutex::new(VecDeque::new()),
                     tx: broadcast::channel(self.queue).0,
                     seq: AtomicU64::new(0),
                 })
@@ -140,6 +171,7 @@ impl LiveHub {
         );
         let feed = self.feed(id);
         *feed.stats.lock().expect("stats lock") = Some(json.clone());
+        remember_sample(&feed, StatsSample { at_ms: now_ms(), cpu_percent, memory_bytes, disk_bytes });
         self.share(id, 0, FrameKind::Stats, &json);
         let _ = feed.tx.send(LiveFrame { console: false, json });
     }
@@ -158,7 +190,18 @@ impl LiveHub {
         let feed = self.feed(id);
         match kind {
             FrameKind::Console => self.remember(&feed, seq, json.clone()),
-            FrameKind::Stats => *feed.stats.lock().expect("stats lock") = Some(json.clone()),
+            FrameKind::Stats => {
+                *feed.stats.lock().expect("stats lock") = Some(json.clone());
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(json.as_str()) {
+                    let sample = StatsSample {
+                        at_ms: now_ms(),
+                        cpu_percent: v["cpu_percent"].as_f64().unwrap_or(0.0),
+                        memory_bytes: v["memory_bytes"].as_u64().unwrap_or(0),
+                        disk_bytes: v["disk_bytes"].as_u64().unwrap_or(0),
+                    };
+                    remember_sample(&feed, sample);
+                }
+            }
             FrameKind::State => {}
         }
         let _ = feed.tx.send(LiveFrame { console: kind == FrameKind::Console, json });
@@ -173,6 +216,12 @@ impl LiveHub {
         if let Some(stats) = stats {
             *feed.stats.lock().expect("stats lock") = Some(Utf8Bytes::from(stats));
         }
+    }
+
+    /// The server's recent stats samples, oldest first.
+    pub fn history(&self, id: ServerId) -> Vec<StatsSample> {
+        let Some(feed) = self.feeds.read().expect("live hub lock").get(&id).cloned() else { return Vec::new() };
+        feed.history.lock().expect("history lock").iter().copied().collect()
     }
 
     /// The server's recent lines with their numbers, and its latest stats.
@@ -330,6 +379,10 @@ impl Session {
             first.extend(replay);
         }
         first.extend(stats);
+        let history = self.s.live.history(self.id);
+        if !history.is_empty() {
+            first.push(Utf8Bytes::from(json!({"type": "history", "samples": history}).to_string()));
+        }
         let timeout = self.s.config.ws_send_timeout;
         if !send_all(&mut socket, first, timeout).await {
             return;
@@ -512,4 +565,24 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str, timeout: Duratio
         }
     };
     let _ = tokio::time::timeout(timeout, drained).await;
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn the_stats_history_keeps_the_newest_samples_in_order() {
+        let hub = LiveHub::new(10, 16);
+        let id = ServerId(uuid::Uuid::from_u128(5));
+        assert!(hub.history(id).is_empty());
+        for i in 0..(HISTORY_SAMPLES as u64 + 30) {
+            hub.stats(id, i as f64, i, 2 * i, 0);
+        }
+        let history = hub.history(id);
+        assert_eq!(history.len(), HISTORY_SAMPLES, "bounded");
+        assert_eq!(history.first().unwrap().memory_bytes, 30, "the oldest were dropped");
+        assert_eq!(history.last().unwrap().disk_bytes, 2 * (HISTORY_SAMPLES as u64 + 29));
+        assert!(history.windows(2).all(|w| w[0].memory_bytes < w[1].memory_bytes && w[0].at_ms <= w[1].at_ms));
+    }
 }

@@ -81,6 +81,14 @@ pub(super) fn routes() -> Vec<RouteDef> {
         )
         .response::<Vec<AllocationView>>(),
         RouteDef::new(
+            Method::GET,
+            "/api/servers/{id}/stats",
+            "Recent resource use (CPU, memory, disk), oldest first, for charts",
+            "SERVER_VIEW on the server",
+            get(stats_history),
+        )
+        .response::<Vec<crate::panel::live::StatsSample>>(),
+        RouteDef::new(
             Method::POST,
             "/api/servers/{id}/power",
             "Start, stop, restart or kill",
@@ -580,6 +588,16 @@ async fn allocations(
     let id: ServerId = parse_id(&id, "server")?;
     s.server_access(&actor, id, Permission::NETWORK_VIEW, "server.allocations").await?;
     Ok(Json(s.db.allocations().list_for_server(id).await?.into_iter().map(AllocationView::from).collect()))
+}
+
+async fn stats_history(
+    State(s): State<Arc<PanelState>>,
+    actor: Actor,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Vec<crate::panel::live::StatsSample>>> {
+    let id: ServerId = parse_id(&id, "server")?;
+    s.server_access(&actor, id, Permission::SERVER_VIEW, "server.view").await?;
+    Ok(Json(s.live.history(id)))
 }
 
 fn power_permission(action: PowerAction) -> Permission {

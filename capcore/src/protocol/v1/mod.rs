@@ -222,6 +222,10 @@ pub struct ServerSpec {
     pub install: Option<WireInstall>,
     /// For the Docker runtime.
     pub image: Option<String>,
+    /// The template's file denylist (gitignore-like patterns): paths the file manager refuses
+    /// to touch for users.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_denylist: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,6 +52,7 @@ fn spec() -> ServerSpec {
         ready_patterns: vec![WireReadyPattern::Contains("Done (".into()), WireReadyPattern::Regex("^ready$".into())],
         install: Some(WireInstall { script: "#!/bin/sh\necho installing\n".into(), entrypoint: "sh".into() }),
         image: None,
+        file_denylist: Vec::new(),
     }
 }
 
