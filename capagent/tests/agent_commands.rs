@@ -26,6 +26,7 @@ fn spec(node_id: NodeId) -> ServerSpec {
         install: Some(WireInstall { script: "echo installed > marker\n".into(), entrypoint: "sh".into() }),
         image: None,
         file_denylist: Vec::new(),
+        backup_hooks: None,
     }
 }
 

@@ -252,3 +252,52 @@ async fn the_rate_limit_permissions_and_bad_ids_are_enforced() {
     );
     assert_eq!(w.list().await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_hooks_tell_a_running_game_before_and_after_its_backup() {
+    let panel = TestPanel::start_with(test_auth_config(), config(Duration::ZERO, None)).await;
+    let addr = panel.serve().await;
+    let (node, token) = panel.node_with_token("backup-hooks", 2).await;
+    let _agent = AgentProcess::spawn(addr, &token, &scratch_dir("backup-hooks"));
+    panel.wait_node(&node, true).await;
+    let (owner_id, owner) = panel.user("owner", &[]).await;
+    let admin = panel.admin().await;
+    let game = cap_tests::e2e::workspace_bin("cap-test-game-server");
+    let mut spec = json!({
+        "name": "hooked",
+        "startup": format!("{} --port {{{{SERVER_PORT}}}}", game.display()),
+        "stop": {"type": "command", "value": "stop"},
+        "ready_patterns": [{"type": "contains", "value": "Done ("}],
+        "backup_hooks": {"before": ["say saving-off", "say flushing"], "wait_for": "[Server] flushing", "after": ["say saving-on"]},
+    });
+    // Hooks are validated like everything else in a template.
+    spec["backup_hooks"]["after"] = json!(["say a\nstop"]);
+    let msg = assert_error(&panel.post("/api/templates", &admin, spec.clone()).await, 422, "invalid");
+    assert!(msg.contains("backup_hooks.after[0]"), "{msg}");
+    spec["backup_hooks"]["after"] = json!(["say saving-on"]);
+    let (status, body) = panel.post("/api/templates", &admin, spec).await;
+    assert_eq!(status, 200, "{body}");
+    let server = panel.server("hooked", &owner_id, &node, body["id"].as_str().unwrap()).await;
+    panel.wait_state(&server, "offline").await;
+    let mut live = live_connect(addr, &server, &owner).await.expect("live socket");
+    assert_eq!(panel.post(&format!("/api/servers/{server}/power"), &owner, json!({"action": "start"})).await.0, 202);
+    live.until_state("running").await;
+
+    let (status, started) = panel.post(&format!("/api/servers/{server}/backups"), &owner, json!({})).await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    live.until_line("[Server] saving-off").await;
+    live.until_line("[Server] flushing").await;
+    live.until("the backup's end", |f| {
+        f["type"] == "backup" && f["backup"]["id"] == id.as_str() && f["backup"]["status"] == "done"
+    })
+    .await;
+    live.until_line("[Server] saving-on").await;
+    assert!(
+        !live.console_lines().iter().any(|l| l.contains("backing up anyway")),
+        "the game answered in time: {:?}",
+        live.console_lines()
+    );
+    assert_eq!(panel.post(&format!("/api/servers/{server}/power"), &owner, json!({"action": "stop"})).await.0, 202);
+    live.until_state("offline").await;
+}

@@ -166,7 +166,13 @@ impl Agent {
         self.emit(id, Event::Backup { backup: record.clone() });
         let agent = self.clone();
         let running = record.clone();
+        let hooks = self.with_slot(id, |s| s.record.spec.backup_hooks.clone()).flatten();
         tokio::spawn(async move {
+            // Hooks only for a game that is up: a stopped one has nothing unsaved.
+            let hooks = hooks.filter(|_| agent.state_of(id).is_some_and(|s| s.is_up()));
+            if let Some(hooks) = &hooks {
+                agent.before_backup(id, hooks).await;
+            }
             let progress = Arc::new(AtomicU64::new(0));
             let path = store.archive(id, backup_id);
             let work = {
@@ -233,6 +239,13 @@ impl Agent {
                 record
             };
             agent.emit(id, Event::Backup { backup: finished.clone() });
+            if let Some(hooks) = &hooks {
+                for command in &hooks.after {
+                    if let Err(e) = agent.inner.runtime.send_command(id, command).await {
+                        agent.system_line(id, &format!("[cap] after the backup, `{command}` could not be sent: {e}"));
+                    }
+                }
+            }
             if finished.status == BackupStatus::Done
                 && let Ok(deleted) = store.prune(id, retention, now().millis())
                 && !deleted.is_empty()
@@ -242,6 +255,35 @@ impl Agent {
             agent.inner.backing_up.lock().expect("backups lock").remove(&id);
         });
         Ok(Reply::Backup(record))
+    }
+
+    /// Tells the running game a backup is coming (`before`), and waits for its `wait_for` line
+    /// (at most `wait_ms`); a game that does not answer is backed up anyway, said on its console.
+    async fn before_backup(&self, id: ServerId, hooks: &capcore::protocol::v1::WireBackupHooks) {
+        // Subscribed before the commands go, so the answer cannot slip by.
+        let mut console = self.inner.runtime.subscribe(id).ok().map(|s| s.live);
+        for command in &hooks.before {
+            if let Err(e) = self.inner.runtime.send_command(id, command).await {
+                self.system_line(id, &format!("[cap] before the backup, `{command}` could not be sent: {e}"));
+            }
+        }
+        let (Some(wanted), Some(console)) = (&hooks.wait_for, console.as_mut()) else { return };
+        let waited = tokio::time::timeout(Duration::from_millis(hooks.wait_ms), async {
+            loop {
+                match console.recv().await {
+                    Ok(line) if line.contains(wanted.as_str()) => return true,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        })
+        .await;
+        if !matches!(waited, Ok(true)) {
+            self.system_line(
+                id,
+                &format!("[cap] `{wanted}` did not appear within {} ms; backing up anyway", hooks.wait_ms),
+            );
+        }
     }
 
     /// Restores a stopped server's directory from a backup, holding the server's command lock

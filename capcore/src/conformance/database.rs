@@ -289,6 +289,7 @@ fn template_spec(name: &str) -> TemplateSpec {
         features: vec!["eula".to_string(), "java_version".to_string()],
         file_denylist: vec!["secrets/*".to_string(), "*.key".to_string()],
         source_format: "cap_v1".to_string(),
+        backup_hooks: None,
     }
 }
 

@@ -64,6 +64,12 @@ pub async fn server_spec(s: &PanelState, server: &Server) -> Result<ServerSpec> 
             .map(|i| WireInstall { script: i.script.clone(), entrypoint: i.entrypoint.clone() }),
         image: template.spec.images.first().map(|i| i.image.clone()),
         file_denylist: template.spec.file_denylist.clone(),
+        backup_hooks: template.spec.backup_hooks.as_ref().map(|h| WireBackupHooks {
+            before: h.before.clone(),
+            wait_for: h.wait_for.clone(),
+            wait_ms: h.wait_secs.saturating_mul(1000),
+            after: h.after.clone(),
+        }),
     })
 }
 

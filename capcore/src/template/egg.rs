@@ -87,6 +87,7 @@ pub fn import(bytes: &[u8]) -> Result<TemplateSpec, EggError> {
         features: string_list(&egg["features"], "features")?,
         file_denylist: string_list(&egg["file_denylist"], "file_denylist")?,
         source_format: version.to_string(),
+        backup_hooks: None,
     };
     spec.file_denylist.retain(|path| !path.is_empty());
     let command = StartupCommand::parse(&spec.startup).map_err(EggError::BadStartup)?;

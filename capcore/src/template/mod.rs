@@ -57,6 +57,36 @@ pub struct TemplateSpec {
     /// Where it came from (`PTDL_v2`, `PLCN_v3`, `cap_v1`).
     #[serde(default)]
     pub source_format: String,
+    /// Console commands around a backup of a running server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_hooks: Option<BackupHooks>,
+}
+
+/// What a running game is told around a backup, so its files are consistent while they are
+/// read (for Minecraft: `save-off` and `save-all` before, `save-on` after).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "panel", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BackupHooks {
+    /// Console commands sent, in order, before the backup starts.
+    #[serde(default)]
+    pub before: Vec<String>,
+    /// A console line (any line containing this text) that says the game is ready to be
+    /// backed up, awaited after `before`.
+    #[serde(default)]
+    pub wait_for: Option<String>,
+    /// How long to wait for `wait_for` before backing up anyway (1 to 600 s).
+    #[serde(default = "BackupHooks::default_wait_secs")]
+    pub wait_secs: u64,
+    /// Console commands sent after the backup, whether or not it succeeded.
+    #[serde(default)]
+    pub after: Vec<String>,
+}
+
+impl BackupHooks {
+    fn default_wait_secs() -> u64 {
+        30
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,6 +308,30 @@ impl TemplateSpec {
             if let ReadyPattern::Regex(r) = p {
                 regex::Regex::new(r)
                     .map_err(|e| ValidationError::new(format!("ready_patterns[{i}]"), e.to_string()))?;
+            }
+        }
+        if let Some(hooks) = &self.backup_hooks {
+            for (field, commands) in [("backup_hooks.before", &hooks.before), ("backup_hooks.after", &hooks.after)] {
+                if commands.len() > 16 {
+                    return Err(ValidationError::new(field, "at most 16 commands"));
+                }
+                for (i, c) in commands.iter().enumerate() {
+                    if c.trim().is_empty()
+                        || c.chars().count() > 4096
+                        || c.chars().any(|ch| ch.is_control() && ch != '\t')
+                    {
+                        return Err(ValidationError::new(
+                            format!("{field}[{i}]"),
+                            "must be one line of 1 to 4096 characters",
+                        ));
+                    }
+                }
+            }
+            if hooks.wait_for.as_ref().is_some_and(|w| w.trim().is_empty() || w.chars().count() > 1024) {
+                return Err(ValidationError::new("backup_hooks.wait_for", "must be 1 to 1024 characters"));
+            }
+            if !(1..=600).contains(&hooks.wait_secs) {
+                return Err(ValidationError::new("backup_hooks.wait_secs", "must be 1 to 600"));
             }
         }
         for (i, f) in self.config_files.iter().enumerate() {

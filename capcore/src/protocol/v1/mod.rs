@@ -226,6 +226,19 @@ pub struct ServerSpec {
     /// to touch for users.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub file_denylist: Vec<String>,
+    /// Console commands around a backup while the server runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_hooks: Option<WireBackupHooks>,
+}
+
+/// What the game is told around a backup of it running (see `template::BackupHooks`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireBackupHooks {
+    pub before: Vec<String>,
+    pub wait_for: Option<String>,
+    pub wait_ms: u64,
+    pub after: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -53,6 +53,7 @@ fn spec() -> ServerSpec {
         install: Some(WireInstall { script: "#!/bin/sh\necho installing\n".into(), entrypoint: "sh".into() }),
         image: None,
         file_denylist: Vec::new(),
+        backup_hooks: None,
     }
 }
 
