@@ -88,7 +88,8 @@ async fn a_server_is_installed_started_commanded_and_stopped_through_the_agent()
     live.send(json!({"type": "command", "command": "list"})).await;
     live.until_line("There are 0 of a max of 20 players online").await;
     live.send(json!({"type": "command", "command": "echo-env SERVER_PORT"})).await;
-    live.until_line("SERVER_PORT=3100").await;
+    let (_, allocations) = w.panel.get(&format!("/api/servers/{server}/allocations"), &w.owner).await;
+    live.until_line(&format!("SERVER_PORT={}", allocations[0]["port"])).await;
     live.send(json!({"type": "command", "command": "echo-env CAP_NODE_TOKEN"})).await;
     live.until_line("CAP_NODE_TOKEN is not set").await;
 
@@ -502,4 +503,41 @@ async fn a_server_whose_port_is_taken_is_not_started_and_says_why() {
 
     assert_eq!(w.power(&server, "stop").await.0, 202);
     live.until_state("offline").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_server_over_its_disk_limit_is_stopped_after_the_grace_saying_why() {
+    let panel = TestPanel::start().await;
+    let addr = panel.serve().await;
+    let (node, token) = panel.node_with_token("disk-watch", 2).await;
+    let agent = AgentProcess::spawn_with(addr, &token, &scratch_dir("disk-watch"), &[("CAP_DISK_GRACE_SECS", "0")]);
+    panel.wait_node(&node, true).await;
+    let admin = panel.admin().await;
+    let (_, node_view) = panel.get(&format!("/api/nodes/{node}"), &admin).await;
+    let limits = node_view["agent"]["enforced_limits"].as_array().unwrap();
+    assert!(limits.contains(&json!("disk:watch")), "the node says how it holds disk limits: {node_view}");
+    let (owner_id, owner) = panel.user("owner", &[]).await;
+    let template = panel.game_template("disk-game", &[], stop_command()).await;
+    let limits =
+        json!({"memory_mb": 256, "swap_mb": 0, "cpu_percent": 100, "disk_mb": 1, "io_weight": 500, "pids": 256});
+    let (status, body) = panel
+        .post(
+            "/api/servers",
+            &admin,
+            json!({"name": "disk", "owner_id": owner_id, "node_id": node, "template_id": template, "limits": limits}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let server = body["id"].as_str().unwrap().to_string();
+    panel.wait_state(&server, "offline").await;
+    let mut live = live_connect(addr, &server, &owner).await.expect("live socket");
+    assert_eq!(panel.post(&format!("/api/servers/{server}/power"), &owner, json!({"action": "start"})).await.0, 202);
+    live.until_state("running").await;
+    // The game writes past its limit (here: the test, in its place).
+    std::fs::write(agent.data_dir.join("servers").join(&server).join("world.dat"), vec![7u8; 2 * 1024 * 1024]).unwrap();
+    let warned = live.until_line("of its 1.0 MiB disk limit").await;
+    assert!(warned["line"].as_str().unwrap().contains("it is stopped in 0 s"), "{warned}");
+    live.until_line("stopping the server").await;
+    live.until_state("offline").await;
+    assert_eq!(panel.state_of(&server).await, "offline");
 }

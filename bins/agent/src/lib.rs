@@ -34,6 +34,9 @@ pub struct Cli {
     /// (with one marker line).
     #[arg(long, env = "CAP_CONSOLE_LINES_PER_SECOND", default_value_t = 2000)]
     pub console_lines_per_second: u32,
+    /// Seconds a running server may stay over its disk limit before it is stopped.
+    #[arg(long, env = "CAP_DISK_GRACE_SECS", default_value_t = 60)]
+    pub disk_grace_secs: u64,
 }
 
 impl Cli {
@@ -60,6 +63,10 @@ impl Cli {
         }
         config.runtime.console.lines_per_interval = self.console_lines_per_second;
         config.runtime.console.interval = std::time::Duration::from_secs(1);
+        if self.disk_grace_secs > 86_400 {
+            bail!("CAP_DISK_GRACE_SECS must be at most 86400");
+        }
+        config.disk_grace = std::time::Duration::from_secs(self.disk_grace_secs);
         Ok(config)
     }
 }

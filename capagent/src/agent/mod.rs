@@ -45,8 +45,10 @@ pub struct AgentConfig {
     pub restart: RestartPolicy,
     /// Where backups are kept (`<data_dir>/backups` by default).
     pub backups_dir: PathBuf,
-    /// How often running servers' stats are reported.
+    /// How often running servers' stats are reported (and their disk use measured).
     pub stats_interval: Duration,
+    /// How long a running server may stay over its disk limit before it is stopped.
+    pub disk_grace: Duration,
     /// Reconnect delays: the first, and the most it grows to (doubling, with full jitter).
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -66,6 +68,7 @@ impl AgentConfig {
             runtime,
             restart: RestartPolicy::default(),
             stats_interval: Duration::from_secs(5),
+            disk_grace: Duration::from_secs(60),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
         }
@@ -89,6 +92,8 @@ struct ServerSlot {
     /// Bumped at every start, so a watcher of an older run does nothing.
     run: u64,
     forwarder: Option<tokio::task::JoinHandle<()>>,
+    /// Since when the running server has been over its disk limit.
+    over_disk_since: Option<std::time::Instant>,
 }
 
 /// Where events go while connected: `control` for results, state changes and heartbeats
@@ -264,6 +269,7 @@ impl Agent {
                 restart_after_stop: false,
                 run: 0,
                 forwarder,
+                over_disk_since: None,
             },
         );
     }
@@ -398,6 +404,7 @@ impl Agent {
         };
         for id in up {
             if let Ok(st) = self.inner.runtime.stats(id).await {
+                self.check_disk(id, st.disk_bytes).await;
                 self.emit(
                     id,
                     Event::Stats {
@@ -407,6 +414,67 @@ impl Agent {
                         uptime_ms: st.uptime.as_millis() as u64,
                     },
                 );
+            }
+        }
+    }
+
+    /// The limits this node enforces, as reported at registration: the runtime's, and the disk
+    /// limit of running servers as the agent watches it (`disk:watch`).
+    pub fn enforced_limits(&self) -> Vec<String> {
+        let mut limits = self.inner.runtime.enforced_limits();
+        for limit in &mut limits {
+            if limit == "disk:none" {
+                *limit = "disk:watch".into();
+            }
+        }
+        limits
+    }
+
+    /// Compares a running server's measured disk use with its limit: the file manager's count
+    /// follows what the game wrote, and a server over its limit for longer than the grace is
+    /// stopped, with the reason on its console.
+    async fn check_disk(&self, id: ServerId, used: u64) {
+        let Some(disk_mb) = self.with_slot(id, |s| s.record.spec.limits.disk_mb) else { return };
+        if let Some(files) = self.inner.files.lock().expect("files lock").get(&id) {
+            files.quota().set_used(used);
+        }
+        let limit = files::limit_bytes(disk_mb);
+        let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
+        let over = limit > 0 && used > limit;
+        let since = self.with_slot(id, |s| {
+            let was = s.over_disk_since;
+            s.over_disk_since = if over { Some(was.unwrap_or_else(std::time::Instant::now)) } else { None };
+            (was, s.over_disk_since)
+        });
+        let Some((was, now_over)) = since else { return };
+        let grace = self.inner.config.disk_grace;
+        match (was, now_over) {
+            (None, Some(_)) => self.system_line(
+                id,
+                &format!(
+                    "[cap] the server uses {:.1} MiB of its {:.1} MiB disk limit; it is stopped in {} s unless it frees space",
+                    mib(used),
+                    mib(limit),
+                    grace.as_secs()
+                ),
+            ),
+            (Some(_), None) => self.system_line(id, "[cap] back under the disk limit"),
+            _ => {}
+        }
+        if let Some(since) = now_over
+            && since.elapsed() >= grace
+        {
+            self.system_line(
+                id,
+                &format!(
+                    "[cap] stopping the server: {:.1} MiB used, over its disk limit of {:.1} MiB",
+                    mib(used),
+                    mib(limit)
+                ),
+            );
+            self.with_slot(id, |s| s.over_disk_since = None);
+            if let Err(Outcome::Error { message, .. }) = self.stop(id, Duration::from_secs(30), false).await {
+                self.system_line(id, &format!("[cap] the stop failed: {message}"));
             }
         }
     }
