@@ -3,7 +3,7 @@
 //! whole archive matches its recorded checksum, extracted beside the server's directory with the
 //! same archive rules as any extraction, and swapped in with one atomic rename.
 
-use super::archive::{ArchiveFormat, ArchiveLimits, ArchiveSummary};
+use super::archive::{ArchiveLimits, ArchiveSummary};
 use super::compress::ZSTD_LEVEL;
 use super::ignore::{IGNORE_FILE, IgnoreRules};
 use super::list::names_in;
@@ -137,7 +137,7 @@ pub fn restore(
         // (a world of zeros compresses far beyond any bomb threshold), the other caps and the
         // disk limit hold.
         let limits = ArchiveLimits { max_ratio: u64::MAX, ..ArchiveLimits::default() };
-        let summary = fresh.extract(ArchiveFormat::TarZst, file, bytes, "", limits)?;
+        let summary = fresh.extract_into_empty(file, bytes, limits)?;
         let parent_dir = File::open(parent).map_err(|e| Error::internal("cannot open the servers directory", e))?;
         renameat2(&parent_dir, staging.file_name().expect("named"), &parent_dir, name, RenameFlags::RENAME_EXCHANGE)
             .map_err(|e| Error::internal("cannot swap the restored directory in", e))?;

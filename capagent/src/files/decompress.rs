@@ -121,28 +121,33 @@ impl Budget {
     }
 }
 
+/// A tar entry as an [`Item`], checked; `None` for a global extended header (read by the tar
+/// reader itself).
+fn tar_item<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Option<Item>> {
+    let header = entry.header();
+    let kind = match header.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => RawKind::File,
+        tar::EntryType::Directory => RawKind::Directory,
+        tar::EntryType::Symlink => {
+            RawKind::Symlink(entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default())
+        }
+        tar::EntryType::Link => RawKind::Refused("it is a hard link"),
+        tar::EntryType::Char | tar::EntryType::Block => RawKind::Refused("it is a device"),
+        tar::EntryType::Fifo => RawKind::Refused("it is a FIFO"),
+        tar::EntryType::XGlobalHeader => return Ok(None),
+        _ => RawKind::Refused("it is of a kind this file manager does not extract"),
+    };
+    let mode = header.mode().map_err(broken)?;
+    check_entry(&entry.path_bytes(), kind, mode, entry.size()).map(Some)
+}
+
 /// The tar entries of `reader`, checked, without their content (read and dropped).
 fn tar_items(reader: impl Read, budget: &mut Budget) -> Result<Vec<Item>> {
     let mut archive = tar::Archive::new(reader);
     let mut items = Vec::new();
     for entry in archive.entries().map_err(broken)? {
         let entry = entry.map_err(broken)?;
-        let header = entry.header();
-        let kind = match header.entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => RawKind::File,
-            tar::EntryType::Directory => RawKind::Directory,
-            tar::EntryType::Symlink => {
-                RawKind::Symlink(entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default())
-            }
-            tar::EntryType::Link => RawKind::Refused("it is a hard link"),
-            tar::EntryType::Char | tar::EntryType::Block => RawKind::Refused("it is a device"),
-            tar::EntryType::Fifo => RawKind::Refused("it is a FIFO"),
-            // Extended headers are read by the tar reader itself; anything else is unknown.
-            tar::EntryType::XGlobalHeader => continue,
-            _ => RawKind::Refused("it is of a kind this file manager does not extract"),
-        };
-        let mode = header.mode().map_err(broken)?;
-        let item = check_entry(&entry.path_bytes(), kind, mode, entry.size())?;
+        let Some(item) = tar_item(&entry)? else { continue };
         budget.count(&item)?;
         items.push(item);
     }
@@ -276,10 +281,33 @@ impl ServerFiles {
         }
     }
 
+    /// Extracts a tar + zstd archive into this (new, empty) directory in one pass, each entry
+    /// checked and counted as it comes: for a restore, whose directory is thrown away whole on
+    /// any refusal, so nothing needs checking before the first write.
+    pub(super) fn extract_into_empty(
+        &self,
+        file: File,
+        archive_bytes: u64,
+        limits: ArchiveLimits,
+    ) -> Result<ArchiveSummary> {
+        let mut budget = Budget { limits, archive_bytes, entries: 0, bytes: 0 };
+        let mut archive = tar::Archive::new(tar_stream(ArchiveFormat::TarZst, file)?);
+        let mut summary = ArchiveSummary::default();
+        let mut last = None;
+        for entry in archive.entries().map_err(broken)? {
+            let mut entry = entry.map_err(broken)?;
+            let Some(item) = tar_item(&entry)? else { continue };
+            budget.count(&item)?;
+            self.put(&item, &mut entry, &RelPath::root(), &mut summary, &mut last)?;
+        }
+        Ok(summary)
+    }
+
     fn extract_tar(&self, stream: Box<dyn Read>, items: &[Item], staging: &RelPath) -> Result<ArchiveSummary> {
         let mut archive = tar::Archive::new(stream);
         let mut summary = ArchiveSummary::default();
         let mut checked = items.iter();
+        let mut last = None;
         for entry in archive.entries().map_err(broken)? {
             let mut entry = entry.map_err(broken)?;
             if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
@@ -292,7 +320,7 @@ impl ServerFiles {
             if RelPath::parse("archive", &name).ok().as_ref() != Some(item.path()) {
                 return Err(changed());
             }
-            self.put(item, &mut entry, staging, &mut summary)?;
+            self.put(item, &mut entry, staging, &mut summary, &mut last)?;
         }
         Ok(summary)
     }
@@ -304,26 +332,40 @@ impl ServerFiles {
         staging: &RelPath,
     ) -> Result<ArchiveSummary> {
         let mut summary = ArchiveSummary::default();
+        let mut last = None;
         for (index, item) in items.iter().enumerate() {
             let mut file = archive.by_index(index).map_err(broken_zip)?;
-            self.put(item, &mut file, staging, &mut summary)?;
+            self.put(item, &mut file, staging, &mut summary, &mut last)?;
         }
         Ok(summary)
     }
 
     /// Writes one checked entry beneath `staging`; a file gets at most its declared size.
-    fn put(&self, item: &Item, content: &mut dyn Read, staging: &RelPath, summary: &mut ArchiveSummary) -> Result<()> {
+    /// `last` keeps the previous entry's directory open: archives list a directory's entries
+    /// together, so most entries need no path resolved again.
+    fn put(
+        &self,
+        item: &Item,
+        content: &mut dyn Read,
+        staging: &RelPath,
+        summary: &mut ArchiveSummary,
+        last: &mut Option<(RelPath, std::os::fd::OwnedFd)>,
+    ) -> Result<()> {
         let path = staging_path(staging, item.path());
         let (parent, name) = path.split_last().expect("entries are never the root");
         check_new_name("archive", name)?;
-        let dir = self.make_dirs(&parent)?;
+        let dir = match last.take() {
+            Some((at, fd)) if at == parent => fd,
+            _ => self.make_dirs(&parent)?,
+        };
+        let dir = &last.insert((parent, dir)).1;
         match item {
             Item::Directory { mode, .. } => {
                 match mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(*mode | 0o700)) {
                     Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
                     Err(e) => return Err(errno(e, &path)),
                 }
-                let made = super::stat_in(&dir, name, &path)?;
+                let made = super::stat_in(dir, name, &path)?;
                 if made.kind != FileKind::Directory {
                     return Err(Error::invalid(
                         "archive",
@@ -338,12 +380,12 @@ impl ServerFiles {
             }
             Item::File { mode, size, .. } => {
                 // A later entry of the same name replaces an earlier one, as tar does.
-                match self.remove_in(&dir, name, &path) {
+                match self.remove_in(dir, name, &path) {
                     Ok(()) | Err(Error::NotFound { .. }) => {}
                     Err(e) => return Err(e),
                 }
                 let fd = Self::open_in(
-                    &dir,
+                    dir,
                     name,
                     OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
                     Mode::from_bits_truncate(*mode),
