@@ -26,7 +26,8 @@ pub(super) struct Counted<'q> {
 
 impl Write for Counted<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.quota.take(bytes.len() as u64).map_err(|e| std::io::Error::other(e.to_string()))?;
+        // The refusal travels inside the I/O error, for [`refusal_or`] to take out again.
+        self.quota.take(bytes.len() as u64).map_err(std::io::Error::other)?;
         match self.file.write(bytes) {
             Ok(n) => {
                 self.quota.give_back((bytes.len() - n) as u64);
@@ -48,6 +49,14 @@ impl Write for Counted<'_> {
 impl Seek for Counted<'_> {
     fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
         self.file.seek(to)
+    }
+}
+
+/// The disk limit's refusal carried by `e` (from [`Counted`]), or `otherwise(e)`.
+pub(super) fn refusal_or(e: std::io::Error, otherwise: impl FnOnce(std::io::Error) -> Error) -> Error {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::Conflict { message, .. }) => Error::conflict(message.clone()),
+        _ => otherwise(e),
     }
 }
 
@@ -173,10 +182,7 @@ impl ServerFiles {
         roots: &[RelPath],
         out: &mut Counted<'_>,
     ) -> Result<ArchiveSummary> {
-        let failed = |e: std::io::Error| match e.get_ref().map(ToString::to_string) {
-            Some(message) if message.contains("disk limit") => Error::conflict(message),
-            _ => Error::internal("cannot write the archive", e),
-        };
+        let failed = |e: std::io::Error| refusal_or(e, |e| Error::internal("cannot write the archive", e));
         let mut summary = ArchiveSummary::default();
         match format {
             ArchiveFormat::TarZst => {
@@ -233,10 +239,7 @@ impl ServerFiles {
         skip: &dyn Fn(&RelPath, bool) -> bool,
         summary: &mut ArchiveSummary,
     ) -> Result<()> {
-        let io = |e: std::io::Error| match e.get_ref().map(ToString::to_string) {
-            Some(message) if message.contains("disk limit") => Error::conflict(message),
-            _ => Error::internal(format!("cannot archive `{}`", path.display()), e),
-        };
+        let io = |e: std::io::Error| refusal_or(e, |e| Error::internal(format!("cannot archive `{}`", path.display()), e));
         let stat = fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| errno(e, path))?;
         if skip(path, kind_of(&stat) == FileKind::Directory) {
             return Ok(());

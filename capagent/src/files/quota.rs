@@ -48,15 +48,7 @@ impl DiskQuota {
             let after = used.saturating_add(bytes);
             (limit == 0 || after <= limit).then_some(after)
         });
-        match taken {
-            Ok(_) => Ok(()),
-            Err(used) => Err(Error::conflict(format!(
-                "the server's disk limit of {} would be exceeded ({} in use, {} more needed)",
-                human(limit),
-                human(used),
-                human(bytes)
-            ))),
-        }
+        taken.map(drop).map_err(|used| refused(limit, used, bytes))
     }
 
     /// Counts `bytes` more even past the limit: for bytes that are on disk already (a file
@@ -68,9 +60,11 @@ impl DiskQuota {
     /// Whether `bytes` more would fit now, counting nothing: `Conflict` as [`DiskQuota::take`]
     /// would say.
     pub fn check_room(&self, bytes: u64) -> Result<()> {
-        self.take(bytes)?;
-        self.give_back(bytes);
-        Ok(())
+        let (limit, used) = (self.limit_bytes(), self.used_bytes());
+        if limit == 0 || used.saturating_add(bytes) <= limit {
+            return Ok(());
+        }
+        Err(refused(limit, used, bytes))
     }
 
     /// Counts `bytes` fewer (a file shrank or went away).
@@ -83,6 +77,15 @@ impl DiskQuota {
     pub fn set_used(&self, bytes: u64) {
         self.0.used_bytes.store(bytes, Ordering::SeqCst);
     }
+}
+
+fn refused(limit: u64, used: u64, bytes: u64) -> Error {
+    Error::conflict(format!(
+        "the server's disk limit of {} would be exceeded ({} in use, {} more needed)",
+        human(limit),
+        human(used),
+        human(bytes)
+    ))
 }
 
 /// `bytes` for a message: MiB with one decimal above 1 MiB, else bytes.
