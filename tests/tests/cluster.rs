@@ -85,6 +85,30 @@ async fn a_browser_on_one_instance_drives_an_agent_on_the_other(a: TestPanel, b:
     late.send(json!({"type": "command", "command": "say once more"})).await;
     late.until_line("[Server] once more").await;
 
+    // The file manager and backups through A: answers with data, and refusals of their kind,
+    // come back across the hop; byte streams do not cross instances and say so.
+    let files = |rest: &str| format!("/api/servers/{server}/files{rest}");
+    let (status, made) = a.post(&files("/directory"), &owner, json!({"path": "made-through-a"})).await;
+    assert_eq!((status.as_u16(), made["kind"].as_str()), (201, Some("directory")), "{made}");
+    let (status, listing) = a.get(&files(""), &owner).await;
+    assert_eq!(status, 200, "{listing}");
+    let names: Vec<&str> = listing["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"made-through-a") && names.contains(&"installed.txt"), "{listing}");
+    assert_error(&a.get(&files("/stat?path=missing.txt"), &owner).await, 404, "not_found");
+    let msg = assert_error(&a.post(&files("/directory"), &owner, json!({"path": "a\u{1}b"})).await, 422, "invalid");
+    assert!(msg.starts_with("path:"), "the field survives the hop: {msg}");
+    let msg = assert_error(&a.get(&files("/content?path=installed.txt"), &owner).await, 503, "unavailable");
+    assert!(msg.contains("another panel instance"), "{msg}");
+    let (status, read) = b.get(&files("/content?path=installed.txt"), &owner).await;
+    assert_eq!((status.as_u16(), read["raw"].as_str()), (200, Some("done\n")), "{read}");
+    let (status, backups) = a.get(&format!("/api/servers/{server}/backups"), &owner).await;
+    assert_eq!((status.as_u16(), backups), (200, json!([])));
+    assert_error(
+        &a.delete(&format!("/api/servers/{server}/backups/00000000-0000-4000-8000-000000000000"), &owner).await,
+        404,
+        "not_found",
+    );
+
     // The agent goes away: A's browser sees it, and A refuses power at once.
     agent.kill9().await;
     late.until_state("unknown").await;

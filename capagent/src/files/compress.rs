@@ -239,7 +239,8 @@ impl ServerFiles {
         skip: &dyn Fn(&RelPath, bool) -> bool,
         summary: &mut ArchiveSummary,
     ) -> Result<()> {
-        let io = |e: std::io::Error| refusal_or(e, |e| Error::internal(format!("cannot archive `{}`", path.display()), e));
+        let io =
+            |e: std::io::Error| refusal_or(e, |e| Error::internal(format!("cannot archive `{}`", path.display()), e));
         let stat = fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| errno(e, path))?;
         if skip(path, kind_of(&stat) == FileKind::Directory) {
             return Ok(());
