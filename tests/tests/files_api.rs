@@ -385,4 +385,17 @@ async fn the_templates_file_denylist_is_enforced_for_every_operation() {
     let (status, listing) = panel.get(&url(""), &owner).await;
     assert_eq!(status, 200, "{listing}");
     assert_eq!(names(&listing), ["secrets", "notes.txt", "tls.key"], "listed, not opened");
+    // An archive of a directory holding denied entries leaves them out.
+    std::fs::create_dir_all(dir.join("data/secrets")).unwrap();
+    std::fs::write(dir.join("data/secrets/inner.txt"), b"hidden").unwrap();
+    std::fs::write(dir.join("data/app.key"), b"hidden").unwrap();
+    std::fs::write(dir.join("data/ok.txt"), b"ok").unwrap();
+    let (status, report) =
+        panel.post(&url("/compress"), &owner, json!({"paths": ["data"], "archive": "data.tar.gz"})).await;
+    assert_eq!((status.as_u16(), report["files"].as_u64()), (201, Some(1)), "{report}");
+    let (status, body) =
+        panel.post(&url("/decompress"), &owner, json!({"archive": "data.tar.gz", "into": "out"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(std::fs::read(dir.join("out/data/ok.txt")).unwrap(), b"ok");
+    assert!(!dir.join("out/data/secrets").exists() && !dir.join("out/data/app.key").exists());
 }

@@ -72,7 +72,10 @@ impl Agent {
             (FileOp::Download { .. } | FileOp::Upload { .. }, _) => {
                 Err(outcome_error(ErrorCode::Invalid, "a transfer needs the request's byte stream"))
             }
-            (op, _) => blocking(move || run(&files, op)).await,
+            (op, _) => {
+                let rules = crate::files::IgnoreRules::parse(&denylist.join("\n"));
+                blocking(move || run(&files, op, &rules)).await
+            }
         }
     }
 }
@@ -143,7 +146,7 @@ fn report(path: String, s: crate::files::ArchiveSummary) -> Reply {
 }
 
 /// The operations that need no byte stream.
-fn run(files: &ServerFiles, op: FileOp) -> capcore::Result<Reply> {
+fn run(files: &ServerFiles, op: FileOp, denylist: &crate::files::IgnoreRules) -> capcore::Result<Reply> {
     Ok(match op {
         FileOp::List { path, page } => Reply::Listing(files.list(&path, page)?),
         FileOp::Stat { path } => Reply::Entry(files.stat(&path)?),
@@ -168,7 +171,7 @@ fn run(files: &ServerFiles, op: FileOp) -> capcore::Result<Reply> {
             Reply::Found { entries: found.entries, truncated: found.truncated }
         }
         FileOp::Compress { dir, paths, archive } => {
-            let (entry, summary) = files.compress(&dir, &paths, &archive)?;
+            let (entry, summary) = files.compress_leaving_out(&dir, &paths, &archive, denylist)?;
             report(entry.path, summary)
         }
         FileOp::Decompress { archive, into } => {

@@ -2,6 +2,7 @@
 //! confined calls as everything else, the archive written beside its target and renamed into
 //! place, every byte of it counted against the disk limit as it is written.
 
+use super::IgnoreRules;
 use super::archive::{ArchiveFormat, ArchiveSummary};
 use super::list::names_in;
 use super::{RelPath, ServerFiles, check_new_name, errno, kind_of, refuse_hard_links};
@@ -125,6 +126,18 @@ impl ServerFiles {
     /// with everything in them, symbolic links as links; FIFOs, sockets and devices are left
     /// out; a file with other hard links is refused. `archive` must not exist.
     pub fn compress(&self, dir: &str, paths: &[String], archive: &str) -> Result<(FileEntry, ArchiveSummary)> {
+        self.compress_leaving_out(dir, paths, archive, &IgnoreRules::default())
+    }
+
+    /// [`ServerFiles::compress`], leaving out every entry `left_out` names (a template's file
+    /// denylist: what users may not touch does not leave in an archive either).
+    pub fn compress_leaving_out(
+        &self,
+        dir: &str,
+        paths: &[String],
+        archive: &str,
+        left_out: &IgnoreRules,
+    ) -> Result<(FileEntry, ArchiveSummary)> {
         let format = ArchiveFormat::of("archive", archive)?;
         if paths.is_empty() {
             return Err(Error::invalid("paths", "name at least one file or directory"));
@@ -153,7 +166,7 @@ impl ServerFiles {
             &target,
         )?;
         let mut out = Counted { file: File::from(fd), quota: &self.quota, written: 0 };
-        let made = self.write_archive(format, &base, &roots, &mut out).and_then(|summary| {
+        let made = self.write_archive(format, &base, &roots, &mut out, left_out).and_then(|summary| {
             out.file.sync_all().map_err(|e| Error::internal("cannot write the archive", e))?;
             renameat2(
                 target_dir.as_fd(),
@@ -181,6 +194,7 @@ impl ServerFiles {
         base: &RelPath,
         roots: &[RelPath],
         out: &mut Counted<'_>,
+        left_out: &IgnoreRules,
     ) -> Result<ArchiveSummary> {
         let failed = |e: std::io::Error| refusal_or(e, |e| Error::internal("cannot write the archive", e));
         let mut summary = ArchiveSummary::default();
@@ -190,18 +204,18 @@ impl ServerFiles {
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
                 encoder.multithread(threads).map_err(failed)?;
                 let mut builder = tar::Builder::new(encoder);
-                self.add_all(&mut builder, base, roots, &mut summary)?;
+                self.add_all(&mut builder, base, roots, &mut summary, left_out)?;
                 builder.into_inner().and_then(|encoder| encoder.finish()).map_err(failed)?;
             }
             ArchiveFormat::TarGz => {
                 let encoder = flate2::write::GzEncoder::new(&mut *out, flate2::Compression::default());
                 let mut builder = tar::Builder::new(encoder);
-                self.add_all(&mut builder, base, roots, &mut summary)?;
+                self.add_all(&mut builder, base, roots, &mut summary, left_out)?;
                 builder.into_inner().and_then(|encoder| encoder.finish()).map_err(failed)?;
             }
             ArchiveFormat::Zip => {
                 let mut writer = zip::ZipWriter::new(&mut *out);
-                self.add_all(&mut writer, base, roots, &mut summary)?;
+                self.add_all(&mut writer, base, roots, &mut summary, left_out)?;
                 writer.finish().map_err(|e| failed(std::io::Error::other(e)))?;
             }
         }
@@ -214,9 +228,12 @@ impl ServerFiles {
         base: &RelPath,
         roots: &[RelPath],
         summary: &mut ArchiveSummary,
+        left_out: &IgnoreRules,
     ) -> Result<()> {
         // The archive being written may be among what is archived: it is left out.
-        let skip = |path: &RelPath, _: bool| path.parts().last().is_some_and(|name| name.starts_with(".cap-archive-"));
+        let skip = |path: &RelPath, is_dir: bool| {
+            path.parts().last().is_some_and(|name| name.starts_with(".cap-archive-")) || left_out.ignored(path, is_dir)
+        };
         for root in roots {
             let full = root.parts().iter().fold(base.clone(), |at, part| at.join(part));
             let (parent, name) = full.split_last().expect("not the root");
