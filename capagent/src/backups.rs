@@ -120,6 +120,22 @@ impl BackupStore {
         remove_if_there(&self.record_path(server, id))
     }
 
+    /// After an agent restart: backups that were being made are marked failed (their partial
+    /// archives deleted), so they can be seen and deleted.
+    pub fn recover(&self, server: ServerId, now_ms: i64) -> Result<()> {
+        for mut record in self.list(server)? {
+            if record.status != BackupStatus::Running {
+                continue;
+            }
+            remove_if_there(&self.archive(server, record.id).with_extension("zst.part"))?;
+            record.status = BackupStatus::Failed;
+            record.completed_ms = Some(now_ms);
+            record.error = Some("interrupted by an agent restart".into());
+            self.save(server, &record)?;
+        }
+        Ok(())
+    }
+
     /// Deletes every backup of a server (the server itself is deleted).
     pub fn remove_server(&self, server: ServerId) -> Result<()> {
         match std::fs::remove_dir_all(self.server_dir(server)) {
@@ -138,11 +154,13 @@ impl BackupStore {
                 continue;
             }
             let too_old = retention.max_age_ms.is_some_and(|age| now_ms.saturating_sub(record.created_ms) > age as i64);
+            // Only complete backups count: a failed one never pushes out a good one, and goes
+            // itself once `keep` good ones are newer.
             let too_many = retention.keep.is_some_and(|keep| kept >= keep);
             if too_old || too_many {
                 self.delete(server, record.id)?;
                 deleted.push(record.id);
-            } else {
+            } else if record.status == BackupStatus::Done {
                 kept += 1;
             }
         }
@@ -200,6 +218,33 @@ mod tests {
         assert_eq!(deleted, vec![record(4, 0, false).id], "older than 550 ms, unless locked");
         assert!(store.delete(server, record(1, 0, true).id).unwrap_err().to_string().contains("locked"));
         assert!(matches!(store.get(server, record(4, 0, false).id), Err(Error::NotFound { what: "backup" })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn failed_backups_never_push_out_good_ones_and_interrupted_ones_are_marked_failed() {
+        let (store, dir) = store("failed");
+        let server = ServerId(uuid::Uuid::from_u128(8));
+        let failed = BackupRecord { status: BackupStatus::Failed, ..record(2, 200, false) };
+        for r in [record(1, 100, false), failed, record(3, 300, false)] {
+            store.save(server, &r).unwrap();
+        }
+        let keep_two = Retention { keep: Some(2), max_age_ms: None };
+        assert!(store.prune(server, keep_two, 1000).unwrap().is_empty(), "two good ones and a failed one stay");
+        store.save(server, &record(4, 400, false)).unwrap();
+        let deleted = store.prune(server, keep_two, 1000).unwrap();
+        assert_eq!(deleted, vec![record(2, 0, false).id, record(1, 0, false).id]);
+
+        let running = BackupRecord { status: BackupStatus::Running, ..record(5, 500, false) };
+        store.save(server, &running).unwrap();
+        let partial = store.archive(server, running.id).with_extension("zst.part");
+        std::fs::write(&partial, b"half").unwrap();
+        store.recover(server, 600).unwrap();
+        let recovered = store.get(server, running.id).unwrap();
+        assert_eq!((recovered.status, recovered.completed_ms), (BackupStatus::Failed, Some(600)));
+        assert!(recovered.error.unwrap().contains("interrupted"));
+        assert!(!partial.exists());
+        store.delete(server, running.id).unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use cap_tests::e2e::{AgentProcess, live_connect, scratch_dir, wait_until};
-use cap_tests::{Cred, TestPanel, assert_error, test_auth_config};
+use cap_tests::{Cred, TestPanel, assert_error, noise, test_auth_config};
 use capcore::panel::PanelConfig;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -84,18 +84,6 @@ impl World {
 
 fn config(min_interval: Duration, keep: Option<u32>) -> PanelConfig {
     PanelConfig { backup_min_interval: min_interval, backup_keep: keep, ..PanelConfig::default() }
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -280,6 +268,10 @@ async fn template_hooks_tell_a_running_game_before_and_after_its_backup() {
     let server = panel.server("hooked", &owner_id, &node, body["id"].as_str().unwrap()).await;
     panel.wait_state(&server, "offline").await;
     let mut live = live_connect(addr, &server, &owner).await.expect("live socket");
+    // A subuser who watches the console but may not see backups.
+    let (_, watcher) = panel.user("watcher", &[]).await;
+    panel.subuser(&server, "watcher@example.org", &["SERVER_VIEW", "SERVER_CONSOLE"]).await;
+    let mut watching = live_connect(addr, &server, &watcher).await.expect("the watcher's live socket");
     assert_eq!(panel.post(&format!("/api/servers/{server}/power"), &owner, json!({"action": "start"})).await.0, 202);
     live.until_state("running").await;
 
@@ -298,6 +290,11 @@ async fn template_hooks_tell_a_running_game_before_and_after_its_backup() {
         "the game answered in time: {:?}",
         live.console_lines()
     );
+    // The watcher saw the game's lines around the backup, published after its progress, and
+    // none of the backup's frames.
+    watching.until_line("[Server] saving-on").await;
+    assert!(!watching.seen.iter().any(|f| f["type"] == "backup"), "no backup frame without BACKUP_VIEW");
+    assert!(live.seen.iter().any(|f| f["type"] == "backup"), "the owner got them");
     assert_eq!(panel.post(&format!("/api/servers/{server}/power"), &owner, json!({"action": "stop"})).await.0, 202);
     live.until_state("offline").await;
 }

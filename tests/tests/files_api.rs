@@ -84,17 +84,9 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-/// Bytes that do not compress (a fixed xorshift sequence).
+/// Bytes that do not compress.
 fn pattern(len: usize) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    cap_tests::noise(len, 0x9E37_79B9_7F4A_7C15)
 }
 
 fn names(listing: &Value) -> Vec<String> {

@@ -58,7 +58,10 @@ impl Agent {
                 self.start_backup(id, backup_id, name, retention, min_interval_ms).await
             }
             BackupOp::List => blocking(move || store.list(id)).await.map(|backups| Reply::Backups { backups }),
-            BackupOp::Delete { backup_id } => blocking(move || store.delete(id, backup_id)).await.map(|()| Reply::Done),
+            BackupOp::Delete { backup_id } => {
+                let _guard = self.inner.backup_records.lock().await;
+                blocking(move || store.delete(id, backup_id)).await.map(|()| Reply::Done)
+            }
             BackupOp::Lock { backup_id, locked } => {
                 // Under the server's backup guard, so a finishing backup's record is not overwritten.
                 let _guard = self.inner.backup_records.lock().await;
@@ -115,6 +118,9 @@ impl Agent {
         let store = self.inner.backups.clone();
         let at = now().millis();
         {
+            if self.inner.restoring.lock().expect("restoring lock").contains(&id) {
+                return Err(outcome_error(ErrorCode::Conflict, "the server is being restored from a backup"));
+            }
             let mut running = self.inner.backing_up.lock().expect("backups lock");
             if running.contains(&id) {
                 return Err(outcome_error(ErrorCode::Conflict, "a backup of this server is already being made"));
@@ -246,11 +252,13 @@ impl Agent {
                     }
                 }
             }
-            if finished.status == BackupStatus::Done
-                && let Ok(deleted) = store.prune(id, retention, now().millis())
-                && !deleted.is_empty()
-            {
-                agent.system_line(id, &format!("[cap] retention deleted {} older backup(s)", deleted.len()));
+            if finished.status == BackupStatus::Done {
+                let _guard = agent.inner.backup_records.lock().await;
+                if let Ok(deleted) = store.prune(id, retention, now().millis())
+                    && !deleted.is_empty()
+                {
+                    agent.system_line(id, &format!("[cap] retention deleted {} older backup(s)", deleted.len()));
+                }
             }
             agent.inner.backing_up.lock().expect("backups lock").remove(&id);
         });
@@ -298,8 +306,15 @@ impl Agent {
             }
             None => return Err(outcome_error(ErrorCode::NotFound, "no such server")),
         }
-        if self.inner.backing_up.lock().expect("backups lock").contains(&id) {
-            return Err(outcome_error(ErrorCode::Conflict, "a backup of this server is being made; wait for it"));
+        {
+            // Checked and marked under the backups lock, so a backup cannot start in between.
+            let running = self.inner.backing_up.lock().expect("backups lock");
+            if running.contains(&id) {
+                return Err(outcome_error(ErrorCode::Conflict, "a backup of this server is being made; wait for it"));
+            }
+            if !self.inner.restoring.lock().expect("restoring lock").insert(id) {
+                return Err(outcome_error(ErrorCode::Conflict, "the server is already being restored"));
+            }
         }
         let disk_mb = self.with_slot(id, |s| s.record.spec.limits.disk_mb).unwrap_or(0);
         let store = self.inner.backups.clone();
@@ -319,6 +334,7 @@ impl Agent {
         .await;
         // The directory was exchanged: the file manager opens the new one on next use.
         self.files_forget(id);
+        self.inner.restoring.lock().expect("restoring lock").remove(&id);
         match restored {
             Ok(summary) => {
                 self.system_line(

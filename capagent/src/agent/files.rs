@@ -29,9 +29,16 @@ impl Agent {
         let disk_mb = self
             .with_slot(id, |s| s.record.spec.limits.disk_mb)
             .ok_or_else(|| outcome_error(ErrorCode::NotFound, format!("server {id} is not on this node")))?;
+        if self.inner.restoring.lock().expect("restoring lock").contains(&id) {
+            return Err(outcome_error(
+                ErrorCode::Conflict,
+                "the server's files are being restored from a backup; try again when that is done",
+            ));
+        }
         if let Some(files) = self.inner.files.lock().expect("files lock").get(&id) {
             return Ok(files.clone());
         }
+        let generation = self.inner.files_generation.load(std::sync::atomic::Ordering::SeqCst);
         let dir = self.inner.config.runtime.servers_dir.join(id.to_string());
         let opened = tokio::task::spawn_blocking(move || -> capcore::Result<ServerFiles> {
             let files = ServerFiles::open(&dir, DiskQuota::new(limit_bytes(disk_mb), 0))?;
@@ -43,8 +50,13 @@ impl Agent {
         .map_err(|e| outcome_error(ErrorCode::Internal, e.to_string()))?
         .map_err(from_error)?;
         let opened = Arc::new(opened);
+        let mut cached = self.inner.files.lock().expect("files lock");
+        // The directory was replaced while it was opened: what was opened may be the old one.
+        if self.inner.files_generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            return Err(outcome_error(ErrorCode::Conflict, "the server's files were just replaced; try again"));
+        }
         // Two first uses at once: the first one in is kept.
-        Ok(self.inner.files.lock().expect("files lock").entry(id).or_insert(opened).clone())
+        Ok(cached.entry(id).or_insert(opened).clone())
     }
 
     /// A new spec may change the disk limit of an open file manager.
@@ -55,7 +67,9 @@ impl Agent {
     }
 
     pub(super) fn files_forget(&self, id: ServerId) {
-        self.inner.files.lock().expect("files lock").remove(&id);
+        let mut cached = self.inner.files.lock().expect("files lock");
+        self.inner.files_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cached.remove(&id);
     }
 
     /// Runs one file manager operation; `stream` is the request's byte stream for a download
@@ -195,8 +209,8 @@ async fn download(
 ) -> Result<Reply, Outcome> {
     let opened = blocking(move || {
         let (mut file, size) = files.open_read(&path)?;
-        if offset > size {
-            return Err(capcore::Error::invalid("offset", format!("is past the end of the file ({size} bytes)")));
+        if offset > size || (offset == size && size > 0) {
+            return Err(capcore::Error::invalid("offset", format!("is at or past the end of the file ({size} bytes)")));
         }
         let length = length.unwrap_or(size - offset).min(size - offset);
         file.seek(SeekFrom::Start(offset)).map_err(|e| capcore::Error::internal("cannot seek", e))?;
@@ -275,42 +289,63 @@ pub(super) fn stream_file(file: std::fs::File, length: u64, mut out: Outgoing) {
 
 /// Writes the stream's bytes to the file atomically; answers once the file is in place.
 async fn upload(files: Arc<ServerFiles>, path: String, mut incoming: Incoming) -> Result<Reply, Outcome> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, String>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Option<Result<Vec<u8>, String>>>(4);
     let pump = tokio::spawn(async move {
         while let Some(item) = incoming.next().await {
             let failed = item.is_err();
             // The writer stopped (it failed): dropping `incoming` resets the stream.
-            if tx.send(item).await.is_err() || failed {
+            if tx.send(Some(item)).await.is_err() || failed {
                 return;
             }
         }
+        // The sender said it is done; only this is the end of the file.
+        let _ = tx.send(None).await;
     });
+    // Dropped with this future too (the request's timeout): the stream is then reset, and the
+    // writer sees the end of its channel and fails, leaving nothing.
+    let _pump = AbortOnDrop(pump);
     let written = blocking(move || {
-        let mut reader = ChannelReader { rx, chunk: Vec::new(), at: 0 };
+        let mut reader = ChannelReader { rx, chunk: Vec::new(), at: 0, ended: false };
         files.write_from(&path, &mut reader)
     })
     .await;
-    pump.abort();
     written.map(Reply::Entry)
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A `Read` over chunks arriving on a channel (from inside `spawn_blocking`).
 struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
+    /// `None` marks the end the sender declared; a channel closed without it is a failure.
+    rx: tokio::sync::mpsc::Receiver<Option<Result<Vec<u8>, String>>>,
     chunk: Vec<u8>,
     at: usize,
+    ended: bool,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.at >= self.chunk.len() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => {
+                Some(Some(Ok(chunk))) => {
                     self.chunk = chunk;
                     self.at = 0;
                 }
-                Some(Err(reason)) => return Err(std::io::Error::other(format!("the upload was abandoned: {reason}"))),
-                None => return Ok(0),
+                Some(Some(Err(reason))) => {
+                    return Err(std::io::Error::other(format!("the upload was abandoned: {reason}")));
+                }
+                Some(None) => self.ended = true,
+                None => return Err(std::io::Error::other("the upload stopped before its end")),
             }
         }
         let n = buf.len().min(self.chunk.len() - self.at);

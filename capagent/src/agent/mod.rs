@@ -120,6 +120,10 @@ pub(crate) struct Inner {
     backups: crate::backups::BackupStore,
     /// Servers with a backup being made.
     backing_up: Mutex<std::collections::HashSet<ServerId>>,
+    /// Servers whose directory is being restored from a backup.
+    restoring: Mutex<std::collections::HashSet<ServerId>>,
+    /// Bumped whenever a server's directory is replaced: a file manager opened before is stale.
+    files_generation: std::sync::atomic::AtomicU64,
     /// Serialises changes to backup records (a lock toggled while a backup finishes).
     backup_records: tokio::sync::Mutex<()>,
 }
@@ -179,6 +183,8 @@ impl Agent {
                 files: Mutex::new(HashMap::new()),
                 backups: crate::backups::BackupStore::new(config_backups_dir),
                 backing_up: Mutex::new(std::collections::HashSet::new()),
+                restoring: Mutex::new(std::collections::HashSet::new()),
+                files_generation: std::sync::atomic::AtomicU64::new(0),
                 backup_records: tokio::sync::Mutex::new(()),
             }),
         };
@@ -212,6 +218,9 @@ impl Agent {
 
     async fn readopt(&self, record: ServerRecord) {
         let id = record.spec.server_id;
+        if let Err(e) = self.inner.backups.recover(id, now().millis()) {
+            tracing::warn!(server = %id, error = %e, "cannot recover the server's interrupted backups");
+        }
         let spec = match record.spec.runtime_spec() {
             Ok(s) => s,
             Err(e) => {

@@ -37,6 +37,7 @@ pub enum FrameKind {
     Console,
     State,
     Stats,
+    Backup,
 }
 
 /// A frame an instance's own agents produced, on its way to the other instances.

@@ -15,7 +15,8 @@
 //! `{"type":"console","stream","line"}`, `{"type":"state","state"}`,
 //! `{"type":"stats","cpu_percent","memory_bytes","disk_bytes","uptime_ms"}`,
 //! `{"type":"history","samples":[{"at_ms","cpu_percent","memory_bytes","disk_bytes"}]}` (on
-//! connect, when there is any), `{"type":"backup","backup":{...}}` (a backup's progress and end),
+//! connect, when there is any), `{"type":"backup","backup":{...}}` (a backup's progress and end,
+//! to subscribers holding BACKUP_VIEW),
 //! `{"type":"error","error","message"}`. From the browser: `{"type":"command","command"}` and
 //! `{"type":"power","action":"start"|"stop"|"restart"|"kill"}`.
 
@@ -73,8 +74,9 @@ fn remember_sample(feed: &Feed, sample: StatsSample) {
 /// One message for subscribers, serialised once.
 #[derive(Clone, Debug)]
 pub struct LiveFrame {
-    /// Console lines need SERVER_CONSOLE; state and stats need SERVER_VIEW only.
-    pub console: bool,
+    /// The permission a subscriber needs beyond SERVER_VIEW: SERVER_CONSOLE for console lines,
+    /// BACKUP_VIEW for backup progress; none for state and stats.
+    pub needs: Option<Permission>,
     pub json: Utf8Bytes,
 }
 
@@ -154,13 +156,13 @@ impl LiveHub {
         let seq = feed.seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.remember(&feed, seq, json.clone());
         self.share(id, seq, FrameKind::Console, &json);
-        let _ = feed.tx.send(LiveFrame { console: true, json });
+        let _ = feed.tx.send(LiveFrame { needs: Some(Permission::SERVER_CONSOLE), json });
     }
 
     pub fn state(&self, id: ServerId, state: ServerState) {
         let json = Utf8Bytes::from(json!({"type": "state", "state": state}).to_string());
         self.share(id, 0, FrameKind::State, &json);
-        let _ = self.feed(id).tx.send(LiveFrame { console: false, json });
+        let _ = self.feed(id).tx.send(LiveFrame { needs: None, json });
     }
 
     pub fn stats(&self, id: ServerId, cpu_percent: f64, memory_bytes: u64, disk_bytes: u64, uptime_ms: u64) {
@@ -173,14 +175,14 @@ impl LiveHub {
         *feed.stats.lock().expect("stats lock") = Some(json.clone());
         remember_sample(&feed, StatsSample { at_ms: now_ms(), cpu_percent, memory_bytes, disk_bytes });
         self.share(id, 0, FrameKind::Stats, &json);
-        let _ = feed.tx.send(LiveFrame { console: false, json });
+        let _ = feed.tx.send(LiveFrame { needs: None, json });
     }
 
     /// A backup's progress or end.
     pub fn backup(&self, id: ServerId, backup: &crate::protocol::v1::backups::BackupRecord) {
         let json = Utf8Bytes::from(json!({"type": "backup", "backup": backup}).to_string());
-        self.share(id, 0, FrameKind::State, &json);
-        let _ = self.feed(id).tx.send(LiveFrame { console: false, json });
+        self.share(id, 0, FrameKind::Backup, &json);
+        let _ = self.feed(id).tx.send(LiveFrame { needs: Some(Permission::BACKUP_VIEW), json });
     }
 
     /// A frame from another instance's agent: kept and passed on like a local one, not shared
@@ -202,9 +204,14 @@ impl LiveHub {
                     remember_sample(&feed, sample);
                 }
             }
-            FrameKind::State => {}
+            FrameKind::State | FrameKind::Backup => {}
         }
-        let _ = feed.tx.send(LiveFrame { console: kind == FrameKind::Console, json });
+        let needs = match kind {
+            FrameKind::Console => Some(Permission::SERVER_CONSOLE),
+            FrameKind::Backup => Some(Permission::BACKUP_VIEW),
+            FrameKind::State | FrameKind::Stats => None,
+        };
+        let _ = feed.tx.send(LiveFrame { needs, json });
     }
 
     /// Replaces the server's recent lines (and stats, when given) with the holder's.
@@ -426,15 +433,21 @@ impl Session {
                         close(&mut socket, 1008, &e.to_string(), timeout).await;
                         return;
                     }
-                    let console = self.may(Permission::SERVER_CONSOLE);
+                    let (console, backups) = (self.may(Permission::SERVER_CONSOLE), self.may(Permission::BACKUP_VIEW));
+                    let allowed = |f: &LiveFrame| match f.needs {
+                        Some(Permission::SERVER_CONSOLE) => console,
+                        Some(Permission::BACKUP_VIEW) => backups,
+                        Some(_) => false,
+                        None => true,
+                    };
                     // This frame and whatever else is already queued go out in one write.
                     let mut batch: Vec<Utf8Bytes> = Vec::new();
-                    if console || !frame.console {
+                    if allowed(&frame) {
                         batch.push(frame.json);
                     }
                     while batch.len() < 256 {
                         match live.try_recv() {
-                            Ok(f) if console || !f.console => batch.push(f.json),
+                            Ok(f) if allowed(&f) => batch.push(f.json),
                             Ok(_) => {}
                             Err(broadcast::error::TryRecvError::Lagged(n)) => {
                                 close(&mut socket, 1008, &too_slow(n), timeout).await;

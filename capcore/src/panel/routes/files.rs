@@ -628,7 +628,8 @@ async fn upload(
             return Err(Error::invalid("body", format!("the upload was interrupted: {reason}")));
         }
         out.finish().await.map_err(|message| Error::Unavailable { message, source: None })?;
-        pending.outcome(s.config.agent_timeout).await
+        // The agent still syncs the file to disk: a large one on a slow disk takes a while.
+        pending.outcome(s.config.file_transfer_timeout).await
     }
     .await;
     record(&s, &actor, server_id, &op, &outcome).await;

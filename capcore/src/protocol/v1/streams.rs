@@ -110,7 +110,7 @@ impl Streams {
                     let reason = format!("flow control violated: {e}");
                     let _ = tx.send(Piece::Reset(reason.clone()));
                     slots.remove(&id);
-                    let _ = self.out.try_send(Frame::Reset { stream: id, reason });
+                    self.send_reliably(Frame::Reset { stream: id, reason });
                 } else {
                     let _ = tx.send(Piece::Data(bytes));
                 }
@@ -159,7 +159,25 @@ impl Streams {
 
     fn forget(&self, id: u32, reason: &str) {
         if self.slots().remove(&id).is_some() {
-            let _ = self.out.try_send(Frame::Reset { stream: id, reason: reason.into() });
+            self.send_reliably(Frame::Reset { stream: id, reason: reason.into() });
+        }
+    }
+
+    /// Queues a frame that must not be lost (a reset: without it the peer waits for bytes or
+    /// credit that never come), waiting for room in a task of its own when the queue is full.
+    fn send_reliably(&self, frame: Frame) {
+        match self.out.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let out = self.out.clone();
+                    runtime.spawn(async move {
+                        let _ = out.send(frame).await;
+                    });
+                }
+            }
+            // The connection is gone: the peer's streams end with it.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }
