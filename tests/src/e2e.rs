@@ -95,6 +95,16 @@ impl TestPanel {
         (id, token)
     }
 
+    /// Serves this panel, creates a node with `ports` allocations, and starts `cap-agent` for it
+    /// (with the extra `CAP_*` `settings`, in a fresh data directory), once it is connected.
+    pub async fn agent_node(&self, tag: &str, ports: u16, settings: &[(&str, &str)]) -> AgentNode {
+        let addr = self.serve().await;
+        let (node, token) = self.node_with_token(tag, ports).await;
+        let agent = AgentProcess::spawn_with(addr, &token, &scratch_dir(tag), settings);
+        self.wait_node(&node, true).await;
+        AgentNode { addr, node, token, agent }
+    }
+
     /// A template running the test game server with `extra` options; `MOTD` is a free-text
     /// variable passed as one argument.
     pub async fn game_template(&self, name: &str, extra: &[&str], stop: Value) -> String {
@@ -146,6 +156,15 @@ impl TestPanel {
         })
         .await
     }
+}
+
+/// A served panel's node with its connected agent (see [`TestPanel::agent_node`]).
+#[derive(Debug)]
+pub struct AgentNode {
+    pub addr: SocketAddr,
+    pub node: String,
+    pub token: String,
+    pub agent: AgentProcess,
 }
 
 /// `cap-agent` as a child process.

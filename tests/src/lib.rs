@@ -408,9 +408,22 @@ impl TestPanel {
 
     /// A server owned by `owner_id` on `node`, created by the admin.
     pub async fn server(&self, name: &str, owner_id: &str, node: &str, template: &str) -> String {
+        self.server_with_disk(name, owner_id, node, template, 1024).await
+    }
+
+    /// [`TestPanel::server`] with a disk limit of `disk_mb` MiB (0: none).
+    pub async fn server_with_disk(
+        &self,
+        name: &str,
+        owner_id: &str,
+        node: &str,
+        template: &str,
+        disk_mb: i64,
+    ) -> String {
         let admin = self.admin().await;
+        let limits = serde_json::json!({"memory_mb": 256, "swap_mb": 0, "cpu_percent": 100, "disk_mb": disk_mb, "io_weight": 500, "pids": 256});
         let (status, body) = self
-            .post("/api/servers", &admin, serde_json::json!({"name": name, "owner_id": owner_id, "node_id": node, "template_id": template, "limits": {"memory_mb": 256, "swap_mb": 0, "cpu_percent": 100, "disk_mb": 1024, "io_weight": 500, "pids": 256}}))
+            .post("/api/servers", &admin, serde_json::json!({"name": name, "owner_id": owner_id, "node_id": node, "template_id": template, "limits": limits}))
             .await;
         assert_eq!(status, StatusCode::OK, "create server: {body}");
         body["id"].as_str().expect("server id").to_string()

@@ -2,7 +2,7 @@
 //! real game servers (the test game server), and browser-like WebSocket clients.
 
 use axum::http::Method;
-use cap_tests::e2e::{AgentProcess, LiveClient, Proxy, live_connect, scratch_dir, wait_until};
+use cap_tests::e2e::{AgentNode, AgentProcess, LiveClient, Proxy, live_connect, scratch_dir, wait_until};
 use cap_tests::{Cred, TestPanel, assert_error};
 use futures::SinkExt;
 use serde_json::{Value, json};
@@ -20,10 +20,7 @@ struct World {
 
 async fn world(tag: &str) -> World {
     let panel = TestPanel::start().await;
-    let addr = panel.serve().await;
-    let (node, token) = panel.node_with_token(tag, 8).await;
-    let agent = AgentProcess::spawn(addr, &token, &scratch_dir(tag));
-    panel.wait_node(&node, true).await;
+    let AgentNode { addr, node, token, agent } = panel.agent_node(tag, 8, &[]).await;
     let (owner_id, owner) = panel.user("owner", &[]).await;
     World { panel, addr, node, token, agent, owner_id, owner }
 }
@@ -508,10 +505,7 @@ async fn a_server_whose_port_is_taken_is_not_started_and_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_server_over_its_disk_limit_is_stopped_after_the_grace_saying_why() {
     let panel = TestPanel::start().await;
-    let addr = panel.serve().await;
-    let (node, token) = panel.node_with_token("disk-watch", 2).await;
-    let agent = AgentProcess::spawn_with(addr, &token, &scratch_dir("disk-watch"), &[("CAP_DISK_GRACE_SECS", "0")]);
-    panel.wait_node(&node, true).await;
+    let AgentNode { addr, node, agent, .. } = panel.agent_node("disk-watch", 2, &[("CAP_DISK_GRACE_SECS", "0")]).await;
     let admin = panel.admin().await;
     let (_, node_view) = panel.get(&format!("/api/nodes/{node}"), &admin).await;
     let limits = node_view["agent"]["enforced_limits"].as_array().unwrap();

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use cap_tests::e2e::{AgentProcess, live_connect, scratch_dir, wait_until};
+use cap_tests::e2e::{AgentNode, AgentProcess, live_connect, wait_until};
 use cap_tests::{Cred, TestPanel, assert_error, noise, test_auth_config};
 use capcore::panel::PanelConfig;
 use serde_json::{Value, json};
@@ -22,10 +22,7 @@ struct World {
 impl World {
     async fn new(tag: &str, config: PanelConfig) -> World {
         let panel = TestPanel::start_with(test_auth_config(), config).await;
-        let addr = panel.serve().await;
-        let (node, token) = panel.node_with_token(tag, 4).await;
-        let agent = AgentProcess::spawn(addr, &token, &scratch_dir(tag));
-        panel.wait_node(&node, true).await;
+        let AgentNode { addr, node, agent, .. } = panel.agent_node(tag, 4, &[]).await;
         let (owner_id, owner) = panel.user("owner", &[]).await;
         let template =
             panel.game_template(&format!("{tag}-game"), &[], json!({"type": "command", "value": "stop"})).await;
@@ -244,10 +241,7 @@ async fn the_rate_limit_permissions_and_bad_ids_are_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn template_hooks_tell_a_running_game_before_and_after_its_backup() {
     let panel = TestPanel::start_with(test_auth_config(), config(Duration::ZERO, None)).await;
-    let addr = panel.serve().await;
-    let (node, token) = panel.node_with_token("backup-hooks", 2).await;
-    let _agent = AgentProcess::spawn(addr, &token, &scratch_dir("backup-hooks"));
-    panel.wait_node(&node, true).await;
+    let AgentNode { addr, node, agent: _agent, .. } = panel.agent_node("backup-hooks", 2, &[]).await;
     let (owner_id, owner) = panel.user("owner", &[]).await;
     let admin = panel.admin().await;
     let game = cap_tests::e2e::workspace_bin("cap-test-game-server");

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use cap_tests::e2e::{AgentProcess, scratch_dir};
+use cap_tests::e2e::{AgentNode, AgentProcess, scratch_dir};
 use cap_tests::{Cred, TestPanel, assert_error};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -20,23 +20,11 @@ struct World {
 impl World {
     async fn new(tag: &str, disk_mb: i64) -> World {
         let panel = TestPanel::start().await;
-        let addr = panel.serve().await;
-        let (node, token) = panel.node_with_token(tag, 4).await;
-        let agent = AgentProcess::spawn(addr, &token, &scratch_dir(tag));
-        panel.wait_node(&node, true).await;
+        let AgentNode { node, agent, .. } = panel.agent_node(tag, 4, &[]).await;
         let (owner_id, owner) = panel.user("owner", &[]).await;
         let template =
             panel.game_template(&format!("{tag}-game"), &[], json!({"type": "signal", "value": "SIGTERM"})).await;
-        let limits = json!({"memory_mb": 256, "swap_mb": 0, "cpu_percent": 100, "disk_mb": disk_mb, "io_weight": 500, "pids": 256});
-        let (status, body) = panel
-            .post(
-                "/api/servers",
-                &panel.admin().await,
-                json!({"name": tag, "owner_id": owner_id, "node_id": node, "template_id": template, "limits": limits}),
-            )
-            .await;
-        assert_eq!(status, 200, "create server: {body}");
-        let server = body["id"].as_str().unwrap().to_string();
+        let server = panel.server_with_disk(tag, &owner_id, &node, &template, disk_mb).await;
         panel.wait_state(&server, "offline").await;
         World { panel, agent, node, owner_id, owner, server }
     }
@@ -325,10 +313,7 @@ async fn file_calls_to_an_offline_node_fail_fast_with_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_templates_file_denylist_is_enforced_for_every_operation() {
     let panel = TestPanel::start().await;
-    let addr = panel.serve().await;
-    let (node, token) = panel.node_with_token("files-deny", 2).await;
-    let agent = AgentProcess::spawn(addr, &token, &scratch_dir("files-deny"));
-    panel.wait_node(&node, true).await;
+    let AgentNode { node, agent, .. } = panel.agent_node("files-deny", 2, &[]).await;
     let (owner_id, owner) = panel.user("owner", &[]).await;
     let game = cap_tests::e2e::workspace_bin("cap-test-game-server");
     let spec = json!({

@@ -275,10 +275,7 @@ impl Agent {
                     // Opened before the next frame is read: an upload's first bytes follow the
                     // request at once.
                     let id = stream::stream_of(request.id);
-                    let end = request.command.transfer().map(|t| match t {
-                        files::Transfer::FromAgent => streams::StreamEnd::Outgoing(streams.outgoing(id)),
-                        files::Transfer::ToAgent => streams::StreamEnd::Incoming(streams.incoming(id)),
-                    });
+                    let end = request.command.transfer().map(|way| streams.end(id, way, true));
                     tokio::spawn(async move {
                         let timeout = Duration::from_millis(request.timeout_ms.max(1));
                         let outcome = agent.execute_with(request.command, timeout, end).await;

@@ -75,7 +75,8 @@ impl Agent {
     /// Runs one file manager operation; `stream` is the request's byte stream for a download
     /// (outgoing) or an upload (incoming).
     pub(super) async fn files(&self, id: ServerId, op: FileOp, stream: Option<StreamEnd>) -> Result<Reply, Outcome> {
-        let denylist = self.with_slot(id, |s| s.record.spec.file_denylist.clone()).unwrap_or_default();
+        let denylist = self.with_slot(id, |s| s.record.spec.file_denylist.join("\n")).unwrap_or_default();
+        let denylist = crate::files::IgnoreRules::parse(&denylist);
         check_denylist(&denylist, &op)?;
         let files = self.server_files(id).await?;
         match (op, stream) {
@@ -86,10 +87,7 @@ impl Agent {
             (FileOp::Download { .. } | FileOp::Upload { .. }, _) => {
                 Err(outcome_error(ErrorCode::Invalid, "a transfer needs the request's byte stream"))
             }
-            (op, _) => {
-                let rules = crate::files::IgnoreRules::parse(&denylist.join("\n"));
-                blocking(move || run(&files, op, &rules)).await
-            }
+            (op, _) => blocking(move || run(&files, op, &denylist)).await,
         }
     }
 }
@@ -117,11 +115,10 @@ fn paths_of(op: &FileOp) -> Vec<String> {
 
 /// `Forbidden` when `op` names a path the template's file denylist covers, or a path beneath
 /// one (gitignore-like patterns, as `.capignore`).
-fn check_denylist(denylist: &[String], op: &FileOp) -> Result<(), Outcome> {
-    if denylist.is_empty() {
+fn check_denylist(rules: &crate::files::IgnoreRules, op: &FileOp) -> Result<(), Outcome> {
+    if rules.is_empty() {
         return Ok(());
     }
-    let rules = crate::files::IgnoreRules::parse(&denylist.join("\n"));
     for raw in paths_of(op) {
         // Malformed paths are refused by the file manager itself, with a better message.
         let Ok(path) = crate::files::RelPath::parse("path", &raw) else { continue };

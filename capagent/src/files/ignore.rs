@@ -50,6 +50,11 @@ impl IgnoreRules {
         Self { rules }
     }
 
+    /// Whether there are no rules (nothing is ever left out).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     /// Whether `path` (a directory when `is_dir`) is left out.
     pub fn ignored(&self, path: &RelPath, is_dir: bool) -> bool {
         let full = path.display();

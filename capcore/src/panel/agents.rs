@@ -235,6 +235,11 @@ pub fn outcome_reply(outcome: Outcome, subject: &'static str) -> Result<Reply> {
     }
 }
 
+/// An agent answered with data of another kind than the command asks for.
+pub fn unexpected_reply(reply: Reply) -> Error {
+    Error::internal("the agent answered with the wrong kind of data", format!("{reply:?}"))
+}
+
 /// A validation error carried as its text (`field: problem`), the field kept when it has one.
 pub(crate) fn invalid_from(message: &str, default_field: &str) -> Error {
     match message.split_once(": ") {

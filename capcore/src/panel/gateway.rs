@@ -12,7 +12,7 @@
 //! [`LiveHub`]: super::live::LiveHub
 
 use super::PanelState;
-use super::agents::{AgentCall, AgentStatus, StreamEnd};
+use super::agents::{AgentCall, AgentStatus};
 use super::error::{ApiError, ApiResult};
 use super::extract::bearer;
 use crate::ids::{NodeId, ServerId};
@@ -349,14 +349,9 @@ impl Connection {
         }
         // The stream is open before the request goes out, so the agent's first bytes find it.
         if let Some(handover) = call.stream {
-            let end = match command.transfer() {
-                Some(files::Transfer::FromAgent) => Some(StreamEnd::Incoming(self.streams.incoming(stream_of(id)))),
-                Some(files::Transfer::ToAgent) => Some(StreamEnd::Outgoing(self.streams.outgoing(stream_of(id)))),
-                None => None,
-            };
-            // A caller that asked for a stream and gave up meanwhile: nothing is sent.
-            let Some(end) = end else { return Ok(()) };
-            if handover.send(end).is_err() {
+            // A command that moves no bytes, or a caller that gave up meanwhile: nothing is sent.
+            let Some(way) = command.transfer() else { return Ok(()) };
+            if handover.send(self.streams.end(stream_of(id), way, false)).is_err() {
                 return Ok(());
             }
         }

@@ -30,6 +30,11 @@ use crate::time::Timestamp;
 use crate::{Error, Result};
 use std::sync::Arc;
 
+/// How a failed operation is audited: a refusal of permission is `denied`, the rest `failed`.
+fn failure_of(e: &Error) -> AuditResult {
+    if matches!(e, Error::Forbidden { .. }) { AuditResult::Denied } else { AuditResult::Failed }
+}
+
 /// Settings of the panel service.
 #[derive(Debug, Clone)]
 pub struct PanelConfig {
@@ -508,15 +513,48 @@ impl PanelState {
                 self.audit_ok(actor, action, &t, s).await;
             }
             Err(e) => {
-                let result = match e {
-                    Error::Forbidden { .. } => AuditResult::Denied,
-                    _ => AuditResult::Failed,
-                };
                 let detail = serde_json::json!({"error": e.to_string()});
-                self.audit(Some(actor), action, &fallback_target.0, fallback_target.1, result, detail).await;
+                self.audit(Some(actor), action, &fallback_target.0, fallback_target.1, failure_of(e), detail).await;
             }
         }
         outcome
+    }
+
+    /// Audits an operation on server `id` with its `detail` (the error's text added when it
+    /// failed).
+    pub async fn audit_outcome<T>(
+        &self,
+        actor: &Actor,
+        action: &str,
+        id: ServerId,
+        mut detail: serde_json::Value,
+        outcome: &Result<T>,
+    ) {
+        let result = match outcome {
+            Ok(_) => AuditResult::Success,
+            Err(e) => {
+                detail["error"] = serde_json::Value::String(e.to_string());
+                failure_of(e)
+            }
+        };
+        self.audit(Some(actor), action, &format!("server:{id}"), Some(id), result, detail).await;
+    }
+
+    /// Starts a download from the node's agent (`command` moves bytes from the agent): the
+    /// bytes to come, and the agent's answer (size, range).
+    pub async fn start_download(
+        &self,
+        node: NodeId,
+        command: Command,
+    ) -> Result<(crate::protocol::v1::streams::Incoming, crate::protocol::v1::files::Reply)> {
+        let (end, pending) = self.call_node_streaming(node, command, self.config.agent_timeout).await?;
+        let agents::StreamEnd::Incoming(incoming) = end else {
+            return Err(Error::internal("a download got the sending end", "stream direction"));
+        };
+        match pending.outcome(self.config.agent_timeout).await? {
+            download @ crate::protocol::v1::files::Reply::Download { .. } => Ok((incoming, download)),
+            other => Err(agents::unexpected_reply(other)),
+        }
     }
 
     pub fn user_target(id: UserId) -> String {

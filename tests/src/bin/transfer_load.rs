@@ -8,12 +8,13 @@
 //! ```
 //!
 //! The panel (SQLite in memory) serves on 127.0.0.1 inside this process; the agent is a child
-//! process whose server directory is on the same disk as the source file. Each round: `cat SRC >
+//! process whose server directory (under the system's temporary directory) is on the same disk
+//! as the source file. Each round: `cat SRC >
 //! DST`; an HTTP `PUT` of SRC (read from disk, sent as one streamed body) to the server's
 //! directory; an HTTP `GET` of that file written to DST on disk. Medians are printed with MiB/s and
-//! the ratios ours/`cat`. The downloaded file is compared with the source after the last round.
+//! the ratios ours/`cat`. The downloaded and uploaded files are compared with the source by SHA-256 after the last round.
 
-use cap_tests::e2e::{AgentProcess, workspace_bin};
+use cap_tests::e2e::{AgentNode, workspace_bin};
 use cap_tests::{Cred, TestPanel};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -33,16 +34,8 @@ fn make_source(path: &Path, mib: usize) {
     }
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..mib {
-        for b in block.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = (x >> 32) as u8;
-        }
-        out.write_all(&block).unwrap();
+    for block in 0..mib as u64 {
+        out.write_all(&cap_tests::noise(1 << 20, 0x2545_F491_4F6C_DD1D ^ block)).unwrap();
     }
     out.flush().unwrap();
 }
@@ -126,27 +119,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn same_bytes(a: &Path, b: &Path) -> bool {
-    use std::io::Read;
-    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let na = fa.read(&mut ba).unwrap();
-        let mut nb = 0;
-        while nb < na {
-            let n = fb.read(&mut bb[nb..na]).unwrap();
-            if n == 0 {
-                return false;
-            }
-            nb += n;
-        }
-        if ba[..na] != bb[..na] {
-            return false;
-        }
-        if na == 0 {
-            return fb.read(&mut bb).unwrap() == 0;
-        }
-    }
+/// The SHA-256 of a file's content.
+fn sha256(path: &Path) -> String {
+    capagent::files::sha256_of(&mut std::fs::File::open(path).unwrap()).unwrap()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -160,27 +135,12 @@ async fn main() {
     let size = std::fs::metadata(&src).unwrap().len();
 
     let panel = TestPanel::start().await;
-    let addr = panel.serve().await;
-    let (node, token) = panel.node_with_token("transfer", 2).await;
-    let agent_dir = dir.join("agent");
-    let _ = std::fs::remove_dir_all(&agent_dir);
-    let _agent = AgentProcess::spawn(addr, &token, &agent_dir);
-    panel.wait_node(&node, true).await;
+    let AgentNode { addr, node, agent, .. } = panel.agent_node("transfer", 2, &[]).await;
     let (owner_id, owner) = panel.user("owner", &[]).await;
     let Cred::Bearer(owner_token) = owner else { panic!("bearer") };
     let _ = workspace_bin("cap-test-game-server");
     let template = panel.game_template("transfer-game", &[], json!({"type": "signal", "value": "SIGTERM"})).await;
-    let limits =
-        json!({"memory_mb": 256, "swap_mb": 0, "cpu_percent": 100, "disk_mb": 0, "io_weight": 500, "pids": 256});
-    let (status, body) = panel
-        .post(
-            "/api/servers",
-            &panel.admin().await,
-            json!({"name": "transfer", "owner_id": owner_id, "node_id": node, "template_id": template, "limits": limits}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let server = body["id"].as_str().unwrap().to_string();
+    let server = panel.server_with_disk("transfer", &owner_id, &node, &template, 0).await;
     panel.wait_state(&server, "offline").await;
 
     let (mut cats, mut ups, mut downs) = (Vec::new(), Vec::new(), Vec::new());
@@ -196,9 +156,10 @@ async fn main() {
         ups.push(u);
         downs.push(d);
     }
-    assert!(same_bytes(&src, &dst), "the downloaded file differs from the source");
-    let uploaded = agent_dir.join("servers").join(&server).join("upload.bin");
-    assert!(same_bytes(&src, &uploaded), "the uploaded file differs from the source");
+    let source = sha256(&src);
+    assert_eq!(sha256(&dst), source, "the downloaded file differs from the source");
+    let uploaded = agent.data_dir.join("servers").join(&server).join("upload.bin");
+    assert_eq!(sha256(&uploaded), source, "the uploaded file differs from the source");
     let _ = std::fs::remove_file(&dst);
 
     let mibs = |d: Duration| size as f64 / (1 << 20) as f64 / d.as_secs_f64();

@@ -6,17 +6,16 @@
 //! deleting and (un)locking BACKUP_DELETE. Every change and download is audited.
 
 use super::RouteDef;
+use crate::Result;
 use crate::ids::{BackupId, ServerId};
-use crate::model::AuditResult;
 use crate::panel::PanelState;
-use crate::panel::agents::StreamEnd;
-use crate::panel::error::{ApiError, ApiResult};
+use crate::panel::agents::unexpected_reply;
+use crate::panel::error::ApiResult;
 use crate::panel::extract::{Actor, ApiJson, ApiPath, parse_id};
 use crate::permission::Permission;
 use crate::protocol::v1::Command;
 use crate::protocol::v1::backups::{BackupOp, BackupRecord, Retention};
 use crate::protocol::v1::files::Reply;
-use crate::{Error, Result};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -122,7 +121,6 @@ async fn access(s: &PanelState, actor: &Actor, id: ServerId, op: &BackupOp) -> R
 }
 
 async fn record<T>(s: &PanelState, actor: &Actor, id: ServerId, op: &BackupOp, outcome: &Result<T>) {
-    let (action, _) = action_of(op);
     if matches!(op, BackupOp::List) {
         return;
     }
@@ -130,14 +128,7 @@ async fn record<T>(s: &PanelState, actor: &Actor, id: ServerId, op: &BackupOp, o
     if let BackupOp::Lock { locked, .. } = op {
         detail["locked"] = serde_json::Value::Bool(*locked);
     }
-    let result = match outcome {
-        Ok(_) => AuditResult::Success,
-        Err(e) => {
-            detail["error"] = serde_json::Value::String(e.to_string());
-            if matches!(e, Error::Forbidden { .. }) { AuditResult::Denied } else { AuditResult::Failed }
-        }
-    };
-    s.audit(Some(actor), action, &format!("server:{id}"), Some(id), result, detail).await;
+    s.audit_outcome(actor, action_of(op).0, id, detail, outcome).await;
 }
 
 async fn run(
@@ -160,7 +151,7 @@ fn ids(raw: &str, raw_backup: &str) -> ApiResult<(ServerId, BackupId)> {
 fn one(reply: Reply) -> ApiResult<Json<BackupRecord>> {
     match reply {
         Reply::Backup(b) => Ok(Json(b)),
-        other => Err(Error::internal("the agent answered with the wrong kind of data", format!("{other:?}")).into()),
+        other => Err(unexpected_reply(other).into()),
     }
 }
 
@@ -172,7 +163,7 @@ async fn list(
     let id: ServerId = parse_id(&id, "server")?;
     match run(&s, &actor, id, BackupOp::List, s.config.agent_timeout).await? {
         Reply::Backups { backups } => Ok(Json(backups)),
-        other => Err(Error::internal("the agent answered with the wrong kind of data", format!("{other:?}")).into()),
+        other => Err(unexpected_reply(other).into()),
     }
 }
 
@@ -239,20 +230,12 @@ async fn download(
     let (id, backup_id) = ids(&id, &backup)?;
     let op = BackupOp::Download { backup_id };
     let node = access(&s, &actor, id, &op).await?;
-    let started = async {
-        let command = Command::Backups { server_id: id, op: op.clone() };
-        let (end, pending) = s.call_node_streaming(node, command, s.config.agent_timeout).await?;
-        let StreamEnd::Incoming(incoming) = end else {
-            return Err(Error::internal("a download got the sending end", "stream direction"));
-        };
-        match pending.outcome(s.config.agent_timeout).await? {
-            Reply::Download { length, .. } => Ok((incoming, length)),
-            other => Err(Error::internal("the agent answered with the wrong kind of data", format!("{other:?}"))),
-        }
-    }
-    .await;
+    let started = s.start_download(node, Command::Backups { server_id: id, op: op.clone() }).await;
     record(&s, &actor, id, &op, &started).await;
-    let (incoming, length) = started.map_err(ApiError::from)?;
+    let (incoming, length) = match started? {
+        (incoming, Reply::Download { length, .. }) => (incoming, length),
+        (_, other) => return Err(unexpected_reply(other).into()),
+    };
     let mut res = Response::new(Body::from_stream(incoming.into_stream()));
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zstd"));

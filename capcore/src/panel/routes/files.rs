@@ -8,9 +8,8 @@
 
 use super::RouteDef;
 use crate::ids::ServerId;
-use crate::model::AuditResult;
 use crate::panel::PanelState;
-use crate::panel::agents::StreamEnd;
+use crate::panel::agents::{StreamEnd, unexpected_reply};
 use crate::panel::error::{ApiError, ApiResult};
 use crate::panel::extract::{Actor, ApiJson, ApiPath, ApiQuery, parse_id};
 use crate::permission::Permission;
@@ -283,6 +282,22 @@ fn audited(op: &FileOp) -> bool {
     !matches!(op, FileOp::List { .. } | FileOp::Stat { .. } | FileOp::Search { .. })
 }
 
+/// The audit action of an operation (`file.write`, ...).
+fn action_of(op: &FileOp) -> &'static str {
+    match op {
+        FileOp::List { .. } | FileOp::Stat { .. } | FileOp::Search { .. } => "file.list",
+        FileOp::Download { .. } => "file.read",
+        FileOp::Upload { .. } => "file.write",
+        FileOp::MakeDir { .. } => "file.mkdir",
+        FileOp::Rename { .. } => "file.rename",
+        FileOp::Copy { .. } => "file.copy",
+        FileOp::Delete { .. } => "file.delete",
+        FileOp::Chmod { .. } => "file.chmod",
+        FileOp::Compress { .. } => "file.compress",
+        FileOp::Decompress { .. } => "file.decompress",
+    }
+}
+
 fn permission_of(op: &FileOp) -> Permission {
     match op {
         FileOp::List { .. } | FileOp::Stat { .. } | FileOp::Search { .. } => Permission::FILE_VIEW,
@@ -299,23 +314,14 @@ fn permission_of(op: &FileOp) -> Permission {
 
 /// Checks access to the server, and returns its node.
 async fn access(s: &PanelState, actor: &Actor, id: ServerId, op: &FileOp) -> Result<crate::ids::NodeId> {
-    let (server, _) = s.server_access(actor, id, permission_of(op), op.action()).await?;
+    let (server, _) = s.server_access(actor, id, permission_of(op), action_of(op)).await?;
     Ok(server.node_id)
 }
 
 async fn record(s: &PanelState, actor: &Actor, id: ServerId, op: &FileOp, outcome: &Result<impl Sized>) {
-    if !audited(op) {
-        return;
+    if audited(op) {
+        s.audit_outcome(actor, action_of(op), id, detail(op), outcome).await;
     }
-    let mut detail = detail(op);
-    let result = match outcome {
-        Ok(_) => AuditResult::Success,
-        Err(e) => {
-            detail["error"] = serde_json::Value::String(e.to_string());
-            if matches!(e, Error::Forbidden { .. }) { AuditResult::Denied } else { AuditResult::Failed }
-        }
-    };
-    s.audit(Some(actor), op.action(), &format!("server:{id}"), Some(id), result, detail).await;
 }
 
 /// Runs an operation that moves no bytes: access, the agent's answer, the audit.
@@ -328,7 +334,7 @@ async fn run(s: &PanelState, actor: &Actor, raw_id: &str, op: FileOp) -> ApiResu
 }
 
 fn unexpected(reply: Reply) -> ApiError {
-    Error::internal("the agent answered with the wrong kind of data", format!("{reply:?}")).into()
+    unexpected_reply(reply).into()
 }
 
 fn entry_of(reply: Reply) -> ApiResult<Json<FileEntry>> {
@@ -533,21 +539,11 @@ async fn download(
     let (offset, length) = range.unwrap_or((0, None));
     let op = FileOp::Download { path: q.path.clone(), offset, length };
     let node = access(&s, &actor, server_id, &op).await?;
-    let command = Command::Files { server_id, op: op.clone() };
-    let started = async {
-        let (end, pending) = s.call_node_streaming(node, command, s.config.agent_timeout).await?;
-        let StreamEnd::Incoming(incoming) = end else {
-            return Err(Error::internal("a download got the sending end", "stream direction"));
-        };
-        match pending.outcome(s.config.agent_timeout).await? {
-            Reply::Download { size, offset, length, .. } => Ok((incoming, size, offset, length)),
-            other => Err(Error::internal("the agent answered with the wrong kind of data", format!("{other:?}"))),
-        }
-    }
-    .await;
+    let started = s.start_download(node, Command::Files { server_id, op: op.clone() }).await;
     record(&s, &actor, server_id, &op, &started).await;
     let (incoming, size, offset, length) = match started {
-        Ok(v) => v,
+        Ok((incoming, Reply::Download { size, offset, length, .. })) => (incoming, size, offset, length),
+        Ok((_, other)) => return Err(unexpected(other)),
         Err(Error::Invalid(v)) if v.field == "offset" => {
             let mut res = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", v.to_string())
                 .into_response();

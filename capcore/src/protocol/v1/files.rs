@@ -137,22 +137,6 @@ impl FileOp {
             _ => None,
         }
     }
-
-    /// The audit action name of the operation (`file.write`, ...).
-    pub fn action(&self) -> &'static str {
-        match self {
-            FileOp::List { .. } | FileOp::Stat { .. } | FileOp::Search { .. } => "file.list",
-            FileOp::Download { .. } => "file.read",
-            FileOp::Upload { .. } => "file.write",
-            FileOp::MakeDir { .. } => "file.mkdir",
-            FileOp::Rename { .. } => "file.rename",
-            FileOp::Copy { .. } => "file.copy",
-            FileOp::Delete { .. } => "file.delete",
-            FileOp::Chmod { .. } => "file.chmod",
-            FileOp::Compress { .. } => "file.compress",
-            FileOp::Decompress { .. } => "file.decompress",
-        }
-    }
 }
 
 /// Which way a request's byte stream carries bytes.

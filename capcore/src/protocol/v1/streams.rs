@@ -8,6 +8,7 @@
 //! end resets the stream, so the other side stops too; losing the connection ends every
 //! stream with an error.
 
+use super::files::Transfer;
 use super::stream::{Credit, Frame, INITIAL_CREDIT, MAX_PAYLOAD};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -92,6 +93,16 @@ impl Streams {
         let gate = Arc::new(Gate::default());
         self.slots().insert(id, Slot::Out { gate: gate.clone() });
         Outgoing { id, streams: self.clone(), gate, finished: false }
+    }
+
+    /// This side's end of stream `id` of a request moving bytes `way`: the receiving end on the
+    /// side the bytes go to (the panel for [`Transfer::FromAgent`] when `agent` is false).
+    pub fn end(self: &Arc<Self>, id: u32, way: Transfer, agent: bool) -> StreamEnd {
+        if (way == Transfer::FromAgent) == agent {
+            StreamEnd::Outgoing(self.outgoing(id))
+        } else {
+            StreamEnd::Incoming(self.incoming(id))
+        }
     }
 
     /// How many streams are open.
