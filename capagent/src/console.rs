@@ -136,9 +136,61 @@ fn cut(line: &str, max: usize) -> String {
     format!("{}…", &line[..end])
 }
 
+/// Cuts a byte stream into console lines: at each `\n` (a `\r` before it dropped), or every
+/// `max` bytes of a longer line, which then arrives in pieces. Bytes that are not UTF-8 are
+/// replaced.
+#[derive(Debug)]
+pub(crate) struct LineCutter {
+    pending: Vec<u8>,
+    max: usize,
+}
+
+impl LineCutter {
+    pub fn new(max: usize) -> Self {
+        Self { pending: Vec::new(), max: max.max(1) }
+    }
+
+    /// Adds bytes and hands on every line they complete.
+    pub fn feed(&mut self, bytes: &[u8], line: &mut impl FnMut(&str)) {
+        self.pending.extend_from_slice(bytes);
+        let mut start = 0;
+        loop {
+            let rest = &self.pending[start..];
+            let window = &rest[..rest.len().min(self.max)];
+            let end = match window.iter().position(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None if rest.len() >= self.max => self.max,
+                None => break,
+            };
+            line(String::from_utf8_lossy(&rest[..end]).trim_end_matches(['\n', '\r']));
+            start += end;
+        }
+        self.pending.drain(..start);
+    }
+
+    /// At the end of the stream: the unterminated rest becomes a last line.
+    pub fn flush(&mut self, line: &mut impl FnMut(&str)) {
+        if !self.pending.is_empty() {
+            line(String::from_utf8_lossy(&self.pending).trim_end_matches(['\n', '\r']));
+            self.pending.clear();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_line_cutter_splits_at_newlines_and_at_the_limit() {
+        let mut lines = Vec::new();
+        let mut cutter = LineCutter::new(4);
+        let mut take = |l: &str| lines.push(l.to_string());
+        cutter.feed(b"ab", &mut take);
+        cutter.feed(b"c\r\nlongline\n\xffz", &mut take);
+        cutter.flush(&mut take);
+        assert_eq!(lines, ["abc", "long", "line", "", "\u{fffd}z"]);
+    }
 
     #[test]
     fn ring_buffer_is_bounded_and_replayed() {

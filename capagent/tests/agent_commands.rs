@@ -23,7 +23,7 @@ fn spec(node_id: NodeId) -> ServerSpec {
         limits: WireLimits { memory_mb: 256, swap_mb: 0, cpu_percent: 100, disk_mb: 0, io_weight: 500, pids: 64 },
         stop: WireStop::Command("stop".into()),
         ready_patterns: vec![WireReadyPattern::Contains("Done (".into())],
-        install: Some(WireInstall { script: "echo installed > marker\n".into(), entrypoint: "sh".into() }),
+        install: Some(WireInstall { script: "echo installed > marker\n".into(), entrypoint: "sh".into(), image: None }),
         image: None,
         file_denylist: Vec::new(),
         backup_hooks: None,

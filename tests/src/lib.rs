@@ -501,6 +501,7 @@ impl TestPanel {
                 disk_bytes: 1 << 30,
                 runtimes: vec!["process".into()],
                 enforced_limits: vec![],
+                runtime_problems: vec![],
             },
             connected_at: self.clock.now(),
             heartbeat: None,

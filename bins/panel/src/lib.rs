@@ -292,7 +292,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
 async fn local_agent(config: &Config, panel: &Panel, address: SocketAddr) -> Result<capagent::Agent> {
     let agent_dir = absolute(&config.data_dir)?.join("local-agent");
     std::fs::create_dir_all(&agent_dir).with_context(|| format!("cannot create {}", agent_dir.display()))?;
-    let facts = capagent::agent::facts::node_facts(&agent_dir, vec!["process".into()], Vec::new());
+    let facts = capagent::agent::facts::node_facts(&agent_dir, (vec!["process".into()], Vec::new()), Vec::new());
     let (node, token) = panel
         .ensure_local_node(LocalNode {
             name: "local".into(),

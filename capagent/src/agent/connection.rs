@@ -53,7 +53,7 @@ fn hello(agent: &Agent) -> Hello {
         protocol_min: PROTOCOL_VERSION,
         protocol_max: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        facts: facts::node_facts(&config.data_dir, vec!["process".into()], agent.enforced_limits()),
+        facts: facts::node_facts(&config.data_dir, agent.runtimes(), agent.enforced_limits()),
     }
 }
 

@@ -38,7 +38,11 @@ fn os_name() -> String {
 }
 
 /// The node's facts; `data_dir` is where servers live (its filesystem is the disk reported).
-pub fn node_facts(data_dir: &Path, runtimes: Vec<String>, enforced_limits: Vec<String>) -> NodeFacts {
+pub fn node_facts(
+    data_dir: &Path,
+    (runtimes, runtime_problems): (Vec<String>, Vec<String>),
+    enforced_limits: Vec<String>,
+) -> NodeFacts {
     let meminfo_text = read("/proc/meminfo");
     NodeFacts {
         hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
@@ -50,6 +54,7 @@ pub fn node_facts(data_dir: &Path, runtimes: Vec<String>, enforced_limits: Vec<S
         disk_bytes: disk(data_dir).0,
         runtimes,
         enforced_limits,
+        runtime_problems,
     }
 }
 
@@ -94,7 +99,7 @@ mod tests {
 
     #[test]
     fn facts_describe_this_machine() {
-        let facts = node_facts(Path::new("/"), vec!["process".into()], vec![]);
+        let facts = node_facts(Path::new("/"), (vec!["process".into()], vec![]), vec![]);
         assert!(!facts.hostname.is_empty());
         assert!(facts.cpus >= 1);
         assert!(facts.memory_bytes > 0 && facts.disk_bytes > 0, "{facts:?}");

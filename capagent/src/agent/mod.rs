@@ -19,7 +19,8 @@ pub mod store;
 
 use crate::console::Subscription;
 use crate::runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
-use capcore::backend::{Runtime, RuntimeStatus};
+use crate::runtime::{GameRuntime, Install, Unavailable};
+use capcore::backend::RuntimeStatus;
 use capcore::ids::{NodeId, ServerId};
 use capcore::protocol::v1::*;
 use capcore::restart::{ExitDecision, ProcessExit, RestartPolicy, decide};
@@ -41,7 +42,11 @@ pub struct AgentConfig {
     pub token: String,
     /// Where the agent keeps its state and the servers' directories.
     pub data_dir: PathBuf,
+    /// The process runtime's settings; its directories, console limits, user and kill wait are
+    /// the Docker runtime's too.
     pub runtime: ProcessRuntimeConfig,
+    /// Run servers in Docker containers instead of host processes (`None`: host processes).
+    pub docker: Option<DockerOptions>,
     pub restart: RestartPolicy,
     /// Where backups are kept (`<data_dir>/backups` by default).
     pub backups_dir: PathBuf,
@@ -52,6 +57,23 @@ pub struct AgentConfig {
     /// Reconnect delays: the first, and the most it grows to (doubling, with full jitter).
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+}
+
+/// How an agent that runs servers in Docker reaches and uses the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerOptions {
+    /// The engine's address; `None`: `DOCKER_HOST`, else `unix:///var/run/docker.sock`.
+    pub host: Option<String>,
+    /// The containers' network: `host` (default), `none`, or a network's name.
+    pub network_mode: String,
+    /// A read-only root filesystem for games (default).
+    pub read_only_root: bool,
+}
+
+impl Default for DockerOptions {
+    fn default() -> Self {
+        Self { host: None, network_mode: "host".into(), read_only_root: true }
+    }
 }
 
 impl AgentConfig {
@@ -66,6 +88,7 @@ impl AgentConfig {
             backups_dir: data_dir.join("backups"),
             data_dir,
             runtime,
+            docker: None,
             restart: RestartPolicy::default(),
             stats_interval: Duration::from_secs(5),
             disk_grace: Duration::from_secs(60),
@@ -107,7 +130,9 @@ pub(crate) struct Outbound {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub config: AgentConfig,
-    pub runtime: ProcessRuntime,
+    pub runtime: Arc<dyn GameRuntime>,
+    /// Why the configured runtime is missing (the agent registers without it).
+    pub runtime_problem: Option<String>,
     pub store: Store,
     pub node: Mutex<Option<NodeId>>,
     servers: Mutex<HashMap<ServerId, ServerSlot>>,
@@ -169,13 +194,17 @@ impl Agent {
     pub async fn start(config: AgentConfig) -> capcore::Result<Agent> {
         let store = Store::open(&config.data_dir)
             .map_err(|e| capcore::Error::unavailable(format!("cannot open {}", config.data_dir.display()), e))?;
-        let runtime = ProcessRuntime::new(config.runtime.clone());
+        let (runtime, runtime_problem) = make_runtime(&config).await;
+        if let Some(problem) = &runtime_problem {
+            tracing::error!("servers cannot run on this node: {problem}");
+        }
         let config_backups_dir = config.backups_dir.clone();
         let agent = Agent {
             inner: Arc::new(Inner {
                 node: Mutex::new(store.node()),
                 config,
                 runtime,
+                runtime_problem,
                 store,
                 servers: Mutex::new(HashMap::new()),
                 out: Mutex::new(None),
@@ -194,8 +223,17 @@ impl Agent {
         Ok(agent)
     }
 
-    pub fn runtime(&self) -> &ProcessRuntime {
-        &self.inner.runtime
+    pub fn runtime(&self) -> &dyn GameRuntime {
+        &*self.inner.runtime
+    }
+
+    /// The runtimes servers can run on here (none when the configured one is missing), and why
+    /// one is missing.
+    pub fn runtimes(&self) -> (Vec<String>, Vec<String>) {
+        match &self.inner.runtime_problem {
+            Some(problem) => (Vec::new(), vec![format!("{}: {problem}", self.inner.runtime.name())]),
+            None => (vec![self.inner.runtime.name().to_string()], Vec::new()),
+        }
     }
 
     /// The node this agent belongs to, once the panel has said.
@@ -593,7 +631,9 @@ impl Agent {
                 None => true,
                 Some(install) => {
                     agent.system_line(id, "[cap] running the install script");
-                    match agent.inner.runtime.install(id, &install.script, &install.entrypoint).await {
+                    let install =
+                        Install { script: install.script, entrypoint: install.entrypoint, image: install.image };
+                    match agent.inner.runtime.install(id, &install).await {
                         Ok(RuntimeStatus::Exited { code: Some(0), .. }) => true,
                         Ok(status) => {
                             agent.system_line(id, &format!("[cap] the install script failed: {status:?}"));
@@ -831,5 +871,34 @@ impl Agent {
             }
         }
         if failures.is_empty() { Ok(()) } else { Err(outcome_error(ErrorCode::Invalid, failures.join("; "))) }
+    }
+}
+
+/// The runtime the configuration asks for, or [`Unavailable`] with the reason it cannot be had.
+async fn make_runtime(config: &AgentConfig) -> (Arc<dyn GameRuntime>, Option<String>) {
+    let Some(options) = &config.docker else {
+        return (Arc::new(ProcessRuntime::new(config.runtime.clone())), None);
+    };
+    #[cfg(feature = "docker")]
+    {
+        use crate::runtime::docker::{DockerRuntime, DockerRuntimeConfig};
+        let process = &config.runtime;
+        let mut docker = DockerRuntimeConfig::new(&process.servers_dir, &process.state_dir);
+        docker.host = options.host.clone();
+        docker.console = process.console;
+        docker.run_as = process.run_as;
+        docker.kill_wait = process.kill_wait;
+        docker.network_mode = options.network_mode.clone();
+        docker.read_only_root = options.read_only_root;
+        match DockerRuntime::connect(docker).await {
+            Ok(runtime) => (Arc::new(runtime), None),
+            Err(why) => (Arc::new(Unavailable::new("docker", why.clone())), Some(why)),
+        }
+    }
+    #[cfg(not(feature = "docker"))]
+    {
+        let _ = options;
+        let why = "this agent was built without the `docker` feature".to_string();
+        (Arc::new(Unavailable::new("docker", why.clone())), Some(why))
     }
 }

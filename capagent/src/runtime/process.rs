@@ -24,6 +24,7 @@ mod supervise;
 mod tail;
 
 pub use limits::LimitMode;
+pub(crate) use procfs::dir_size;
 
 use crate::console::{Console, ConsoleConfig, Subscription};
 use async_trait::async_trait;
@@ -283,17 +284,13 @@ impl ProcessRuntime {
 
     /// Writes one line to the game's stdin; `Conflict` when it is not running.
     pub async fn send_command(&self, id: ServerId, line: &str) -> Result<()> {
-        if line.contains('\n') || line.contains('\r') {
-            return Err(Error::invalid("command", "must be one line"));
-        }
+        let bytes = super::command_line(line)?;
         let stdin = self.with(id, |m| match &m.run {
             Some(r) if r.running() => {
                 r.stdin.clone().ok_or_else(|| Error::conflict("the server no longer reads its console"))
             }
             _ => Err(not_running()),
         })?;
-        let mut bytes = line.as_bytes().to_vec();
-        bytes.push(b'\n');
         let mut stdin = stdin.lock().await;
         stdin.write_all(&bytes).await.map_err(|_| not_running())
     }
@@ -831,7 +828,7 @@ impl Runtime for ProcessRuntime {
                 None => (0, Instant::now(), false, m.dir.clone(), None, None),
             })
         })?;
-        let disk_bytes = tokio::task::spawn_blocking(move || procfs::dir_size(&dir))
+        let disk_bytes = tokio::task::spawn_blocking(move || dir_size(&dir))
             .await
             .map_err(|e| Error::internal("disk usage walk failed", e))?;
         if !running {
@@ -852,6 +849,35 @@ impl Runtime for ProcessRuntime {
             Ok(())
         })?;
         Ok(RuntimeStats { cpu_percent, memory_bytes, disk_bytes, uptime })
+    }
+}
+
+#[async_trait]
+impl super::GameRuntime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+    fn enforced_limits(&self) -> Vec<String> {
+        ProcessRuntime::enforced_limits(self)
+    }
+    fn subscribe(&self, id: ServerId) -> Result<Subscription> {
+        ProcessRuntime::subscribe(self, id)
+    }
+    async fn send_command(&self, id: ServerId, line: &str) -> Result<()> {
+        ProcessRuntime::send_command(self, id, line).await
+    }
+    async fn wait_ready(&self, id: ServerId) -> Result<()> {
+        ProcessRuntime::wait_ready(self, id).await
+    }
+    async fn wait_exit(&self, id: ServerId) -> Result<RuntimeStatus> {
+        ProcessRuntime::wait_exit(self, id).await
+    }
+    async fn adopt(&self, spec: RuntimeSpec) -> Result<RuntimeStatus> {
+        ProcessRuntime::adopt(self, spec).await
+    }
+    /// The process runtime has no images: `install.image` is ignored.
+    async fn install(&self, id: ServerId, install: &super::Install) -> Result<RuntimeStatus> {
+        ProcessRuntime::install(self, id, &install.script, &install.entrypoint).await
     }
 }
 

@@ -2,7 +2,10 @@
 //! for console lines.
 #![allow(dead_code)] // Each test file uses its own subset.
 
-use capagent::{ProcessRuntime, ProcessRuntimeConfig, Subscription};
+#[cfg(feature = "docker")]
+pub mod docker;
+
+use capagent::{ProcessRuntime, ProcessRuntimeConfig};
 use capcore::backend::{Runtime, RuntimeSpec, RuntimeStatus};
 use capcore::ids::ServerId;
 use capcore::template::{ReadyPattern, StopAction};
@@ -45,22 +48,8 @@ pub fn spec(args: &[&str], stop: StopAction) -> RuntimeSpec {
     }
 }
 
-/// Reads live console lines until one satisfies `want` (bounded, as a failure guard only).
-pub async fn line_matching(sub: &mut Subscription, want: impl Fn(&str) -> bool) -> String {
-    if let Some(hit) = sub.replay.iter().find(|l| want(l)) {
-        return hit.clone();
-    }
-    timeout(Duration::from_secs(30), async {
-        loop {
-            let line = sub.live.recv().await.expect("console open");
-            if want(&line) {
-                return line;
-            }
-        }
-    })
-    .await
-    .expect("the expected console line")
-}
+#[allow(unused_imports)] // Each test file uses its own subset.
+pub use capagent::runtime::conformance::line_matching;
 
 /// Creates, starts and waits until ready; the guard kills the game if the test fails.
 pub async fn started(rt: &ProcessRuntime, spec: RuntimeSpec) -> (ServerId, KillOnPanic) {

@@ -137,11 +137,7 @@ impl Supervisor {
         if let Err(e) = self.state.remove_run() {
             tracing::warn!("cannot remove {}: {e}", self.state.run_file().display());
         }
-        self.console.system(match (code, signal) {
-            (Some(code), _) => format!("[cap] the server exited with code {code}"),
-            (None, Some(sig)) => format!("[cap] the server was ended by signal {sig}"),
-            _ => "[cap] the server ended".to_string(),
-        });
+        self.console.system(crate::runtime::exit_line(code, signal));
         // Free for the next run before anyone learns that this one ended.
         drop(self.lock.take());
         let _ = self.exit.send(Some((code, signal)));

@@ -109,8 +109,10 @@ pub struct AgentView {
     pub disk_bytes: u64,
     /// Runtimes the agent offers (`process`, `docker`).
     pub runtimes: Vec<String>,
-    /// Limits the process runtime enforces on that machine (`memory:cgroup-v2`, `cpu:none`, ...).
+    /// Limits the runtime enforces on that machine (`memory:cgroup-v2`, `cpu:docker`, `io:none`, ...).
     pub enforced_limits: Vec<String>,
+    /// Why a configured runtime is missing (`docker: the Docker engine at ... is unreachable`).
+    pub runtime_problems: Vec<String>,
     pub connected_at: Timestamp,
     pub last_heartbeat_at: Option<Timestamp>,
     pub cpu_percent: Option<f64>,
@@ -134,6 +136,7 @@ impl From<crate::panel::AgentStatus> for AgentView {
             disk_bytes: a.facts.disk_bytes,
             runtimes: a.facts.runtimes,
             enforced_limits: a.facts.enforced_limits,
+            runtime_problems: a.facts.runtime_problems,
             connected_at: a.connected_at,
             last_heartbeat_at: a.heartbeat.as_ref().map(|(at, _)| *at),
             cpu_percent: hb.map(|h| h.cpu_percent),

@@ -63,10 +63,16 @@ pub struct NodeFacts {
     pub cpus: u32,
     pub memory_bytes: u64,
     pub disk_bytes: u64,
-    /// `process`, `docker`.
+    /// The runtimes servers can run on here: `process` or `docker` (none when the configured
+    /// one is missing).
     pub runtimes: Vec<String>,
-    /// Which limits the process runtime enforces here (`memory:cgroup`, `pids:rlimit`, ...).
+    /// Which limits the runtime enforces here (`memory:cgroup-v1`, `pids:rlimit`,
+    /// `cpu:docker`, `disk:watch`, ...).
     pub enforced_limits: Vec<String>,
+    /// Why a configured runtime is missing, e.g. `docker: the Docker engine at ... is
+    /// unreachable: ...`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtime_problems: Vec<String>,
 }
 
 /// The panel accepts the agent.
@@ -272,6 +278,9 @@ pub enum WireReadyPattern {
 pub struct WireInstall {
     pub script: String,
     pub entrypoint: String,
+    /// The install container's image (Docker runtime; the server's image when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// The answer to one [`Request`].
