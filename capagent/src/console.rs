@@ -150,8 +150,8 @@ impl LineCutter {
         Self { pending: Vec::new(), max: max.max(1) }
     }
 
-    /// Adds bytes and hands on every line they complete.
-    pub fn feed(&mut self, bytes: &[u8], line: &mut impl FnMut(&str)) {
+    /// Adds bytes and hands on every line they complete; returns how many bytes were handed on.
+    pub fn feed(&mut self, bytes: &[u8], line: &mut impl FnMut(&str)) -> usize {
         self.pending.extend_from_slice(bytes);
         let mut start = 0;
         loop {
@@ -166,14 +166,22 @@ impl LineCutter {
             start += end;
         }
         self.pending.drain(..start);
+        start
     }
 
-    /// At the end of the stream: the unterminated rest becomes a last line.
-    pub fn flush(&mut self, line: &mut impl FnMut(&str)) {
-        if !self.pending.is_empty() {
+    /// At the end of the stream: the unterminated rest becomes a last line. Returns its length.
+    pub fn flush(&mut self, line: &mut impl FnMut(&str)) -> usize {
+        let rest = self.pending.len();
+        if rest > 0 {
             line(String::from_utf8_lossy(&self.pending).trim_end_matches(['\n', '\r']));
             self.pending.clear();
         }
+        rest
+    }
+
+    /// Whether bytes of an unfinished line are held.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
     }
 }
 
@@ -184,12 +192,12 @@ mod tests {
     #[test]
     fn the_line_cutter_splits_at_newlines_and_at_the_limit() {
         let mut lines = Vec::new();
-        let mut cutter = LineCutter::new(4);
+        let mut cutter = LineCutter::new(5);
         let mut take = |l: &str| lines.push(l.to_string());
         cutter.feed(b"ab", &mut take);
         cutter.feed(b"c\r\nlongline\n\xffz", &mut take);
         cutter.flush(&mut take);
-        assert_eq!(lines, ["abc", "long", "line", "", "\u{fffd}z"]);
+        assert_eq!(lines, ["abc", "longl", "ine", "\u{fffd}z"]);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! uploads as byte streams on the same connection.
 //!
 //! [`Agent`] is a node's agent: it dials the panel's `/api/agent/v1/connect` with the node's
-//! token, registers the node's facts, executes the panel's commands on a [`ProcessRuntime`], and
+//! token, registers the node's facts, executes the panel's commands on a [`ProcessRuntime`] (or,
+//! with [`AgentConfig::docker`] set, a [`DockerRuntime`](runtime::docker::DockerRuntime)), and
 //! reports state changes (resent until acknowledged), console lines and stats as numbered
 //! events. It detects crashes and applies the restart policy by itself, keeps its state under
 //! `<data_dir>/agent/`, and after a restart re-adopts the games that kept running:
@@ -70,6 +71,24 @@
 //! runtime.remove(id).await.unwrap();
 //! # });
 //! ```
+//!
+//! # The Docker runtime
+//!
+//! With the `docker` feature (on by default), [`DockerRuntime`](runtime::docker::DockerRuntime)
+//! runs each server in a container of its template's image, with the same [`GameRuntime`]
+//! interface; both pass [`runtime::conformance`]. An agent is pointed at it by
+//! [`AgentConfig::docker`]; an engine it cannot reach leaves the node without a runtime, saying
+//! why, rather than running games as host processes:
+//!
+//! ```no_run
+//! # async fn run() -> capcore::Result<()> {
+//! let mut config = capagent::AgentConfig::new("http://panel.example:8080", "capn_…", "/var/lib/cap-agent");
+//! config.docker = Some(capagent::DockerOptions { host: Some("unix:///run/docker.sock".into()), ..Default::default() });
+//! let agent = capagent::Agent::start(config).await?;
+//! let (runtimes, problems) = agent.runtimes();
+//! assert!(runtimes == ["docker"] || problems[0].starts_with("docker: "));
+//! # Ok(()) }
+//! ```
 
 pub mod agent;
 pub mod backups;
@@ -77,7 +96,8 @@ pub mod console;
 pub mod files;
 pub mod runtime;
 
-pub use agent::{Agent, AgentConfig};
+pub use agent::{Agent, AgentConfig, DockerOptions};
 
 pub use console::{Console, ConsoleConfig, Subscription};
 pub use runtime::process::{LimitMode, ProcessRuntime, ProcessRuntimeConfig, RunAs};
+pub use runtime::{GameRuntime, Install};

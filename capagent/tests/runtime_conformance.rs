@@ -73,7 +73,7 @@ mod docker_runtime {
         let base = std::env::temp_dir().join(format!("capagent-docker-{}", std::process::id()));
         let mut config = DockerRuntimeConfig::new(base.join("servers"), base.join("state"));
         config.host = Some(host.clone());
-        let image = support::docker::image(&host).await;
+        let image = support::docker::image(&host, std::path::Path::new(&support::game())).await;
         Some(Arc::new(Docker { config, image }))
     }
 

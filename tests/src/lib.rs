@@ -11,6 +11,9 @@
 //! # });
 //! ```
 
+/// The Docker engine of the tests (`CAP_TEST_DOCKER_HOST`) and the test image made on it.
+#[path = "../../capagent/tests/support/docker.rs"]
+pub mod docker;
 pub mod e2e;
 
 use axum::Router;

@@ -535,3 +535,97 @@ async fn a_running_server_over_its_disk_limit_is_stopped_after_the_grace_saying_
     live.until_state("offline").await;
     assert_eq!(panel.state_of(&server).await, "offline");
 }
+
+/// The test engine (`CAP_TEST_DOCKER_HOST`), or `None` after saying why; required by CI.
+fn docker_host() -> Option<String> {
+    let host = cap_tests::docker::host();
+    if host.is_none() {
+        assert!(
+            std::env::var("CAP_TEST_REQUIRE").as_deref() != Ok("1"),
+            "{} is not set, and CAP_TEST_REQUIRE=1 requires the Docker tests",
+            cap_tests::docker::HOST_ENV
+        );
+        eprintln!("skipping: {} is not set", cap_tests::docker::HOST_ENV);
+    }
+    host
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_runs_in_a_docker_container_installed_commanded_and_stopped() {
+    let Some(host) = docker_host() else { return };
+    let image = cap_tests::docker::image(&host, &cap_tests::e2e::workspace_bin("cap-test-game-server")).await;
+    let panel = TestPanel::start().await;
+    let docker = [("CAP_RUNTIME", "docker"), ("CAP_DOCKER_HOST", host.as_str())];
+    let AgentNode { addr, node, agent: _agent, .. } = panel.agent_node("docker", 8, &docker).await;
+    let admin = panel.admin().await;
+    let (_, facts) = panel.get(&format!("/api/nodes/{node}"), &admin).await;
+    assert_eq!(facts["agent"]["runtimes"], json!(["docker"]), "{facts}");
+    let limits = facts["agent"]["enforced_limits"].as_array().unwrap();
+    assert!(limits.contains(&json!("memory:docker")) && limits.contains(&json!("disk:watch")), "{facts}");
+
+    let template = json!({
+        "name": "docker-game",
+        "startup": format!("{} --port {{{{SERVER_PORT}}}} --motd {{{{MOTD}}}}", cap_tests::docker::GAME),
+        "stop": stop_command(),
+        "images": [{"label": "test", "image": image}],
+        "variables": [{"name": "Message of the day", "env": "MOTD", "default": "in a box", "rules": "required|string|max:200"}],
+        "ready_patterns": [{"type": "contains", "value": "Done ("}],
+        "install": {"script": "echo installing into \"$PWD\"\necho done > installed.txt\n", "entrypoint": "sh"}
+    });
+    let (status, body) = panel.post("/api/templates", &admin, template).await;
+    assert_eq!(status, 200, "{body}");
+    let (owner_id, owner) = panel.user("owner", &[]).await;
+    let server = panel.server("boxed", &owner_id, &node, body["id"].as_str().unwrap()).await;
+    let mut live = live_connect(addr, &server, &owner).await.expect("live socket");
+    panel.wait_state(&server, "offline").await;
+    // The install ran in its own container with the server's directory at /mnt/server.
+    live.until_line("installing into /mnt/server").await;
+    let (_, listing) = panel.get(&format!("/api/servers/{server}/files?path=/"), &owner).await;
+    let names: Vec<&str> = listing["entries"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+    assert!(names.contains(&"installed.txt"), "the file manager sees what the install wrote: {listing}");
+
+    let power = |action: &'static str| {
+        let (panel, owner, server) = (&panel, &owner, &server);
+        async move { panel.post(&format!("/api/servers/{server}/power"), owner, json!({"action": action})).await.0 }
+    };
+    assert_eq!(power("start").await, 202);
+    live.until_line("MOTD: in a box").await;
+    live.until_line("Server ready: Done (").await;
+    live.until_state("running").await;
+    live.send(json!({"type": "command", "command": "say hello from the panel"})).await;
+    live.until_line("[Server] hello from the panel").await;
+    live.send(json!({"type": "command", "command": "echo-env SERVER_PORT"})).await;
+    let (_, allocations) = panel.get(&format!("/api/servers/{server}/allocations"), &owner).await;
+    live.until_line(&format!("SERVER_PORT={}", allocations[0]["port"])).await;
+    live.send(json!({"type": "command", "command": "echo-env CAP_NODE_TOKEN"})).await;
+    live.until_line("CAP_NODE_TOKEN is not set").await;
+    assert_eq!(power("stop").await, 202);
+    live.until_line("Stopping server").await;
+    live.until_state("offline").await;
+    assert!(
+        live.states_after_offline().ends_with(&["starting", "running", "stopping", "offline"].map(String::from)),
+        "{:?}",
+        live.states_after_offline()
+    );
+
+    // A node configured for Docker whose engine is unreachable registers without it, says why,
+    // and refuses servers instead of running them as host processes.
+    let dead = [("CAP_RUNTIME", "docker"), ("CAP_DOCKER_HOST", "unix:///nonexistent/docker.sock")];
+    let AgentNode { node: broken, agent: _broken_agent, .. } = panel.agent_node("docker-dead", 8, &dead).await;
+    let (_, facts) = panel.get(&format!("/api/nodes/{broken}"), &admin).await;
+    assert_eq!(facts["agent"]["runtimes"], json!([]), "{facts}");
+    let problem = facts["agent"]["runtime_problems"][0].as_str().unwrap_or_default();
+    assert!(problem.starts_with("docker: ") && problem.contains("unreachable"), "{facts}");
+    let (status, body) = panel
+        .post(
+            "/api/servers",
+            &admin,
+            json!({"name": "nowhere", "owner_id": owner_id, "node_id": broken, "template_id": body["id"],
+                   "limits": {"memory_mb": 256, "swap_mb": 0, "cpu_percent": 100, "disk_mb": 0, "io_weight": 500, "pids": 64}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut live = live_connect(addr, body["id"].as_str().unwrap(), &admin).await.expect("live socket");
+    let waits = live.until_line("[cap] the install waits for the node").await;
+    assert!(waits["line"].as_str().unwrap().contains("the docker runtime is unavailable on this node"), "{waits}");
+}

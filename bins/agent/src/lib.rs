@@ -37,6 +37,28 @@ pub struct Cli {
     /// Seconds a running server may stay over its disk limit before it is stopped.
     #[arg(long, env = "CAP_DISK_GRACE_SECS", default_value_t = 60)]
     pub disk_grace_secs: u64,
+    /// How servers run: `process` (host processes) or `docker` (one container per server).
+    #[arg(long, env = "CAP_RUNTIME", value_enum, default_value_t = RuntimeChoice::Process)]
+    pub runtime: RuntimeChoice,
+    /// The Docker engine (`unix:///var/run/docker.sock`, `tcp://host:2375`); default `DOCKER_HOST`,
+    /// else the standard socket.
+    #[arg(long, env = "CAP_DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// The containers' network: `host` (games bind their allocation directly), `none`, or the
+    /// name of a Docker network.
+    #[arg(long, env = "CAP_DOCKER_NETWORK", default_value = "host")]
+    pub docker_network: String,
+    /// Give game containers a writable root filesystem (for images that write outside their
+    /// directory and `/tmp`).
+    #[arg(long, env = "CAP_DOCKER_WRITABLE_ROOT", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub docker_writable_root: bool,
+}
+
+/// The runtime an agent runs servers on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeChoice {
+    Process,
+    Docker,
 }
 
 impl Cli {
@@ -67,6 +89,14 @@ impl Cli {
             bail!("CAP_DISK_GRACE_SECS must be at most 86400");
         }
         config.disk_grace = std::time::Duration::from_secs(self.disk_grace_secs);
+        if self.docker_network.trim().is_empty() {
+            bail!("CAP_DOCKER_NETWORK must not be empty (`host`, `none`, or a network's name)");
+        }
+        config.docker = (self.runtime == RuntimeChoice::Docker).then(|| capagent::DockerOptions {
+            host: self.docker_host.clone().filter(|h| !h.trim().is_empty()),
+            network_mode: self.docker_network.trim().to_string(),
+            read_only_root: !self.docker_writable_root,
+        });
         Ok(config)
     }
 }
@@ -109,6 +139,24 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_docker_runtime_is_chosen_with_its_engine_and_network() {
+        let base = ["cap-agent", "--panel-url", "http://p", "--node-token", "capn_x"];
+        let process = Cli::try_parse_from_iter(base).unwrap().agent_config().unwrap();
+        assert_eq!(process.docker, None, "host processes by default");
+        let args = base.into_iter().chain(["--runtime", "docker", "--docker-host", "unix:///run/d.sock"]);
+        let docker = Cli::try_parse_from_iter(args).unwrap().agent_config().unwrap().docker.unwrap();
+        assert_eq!(docker.host.as_deref(), Some("unix:///run/d.sock"));
+        assert_eq!((docker.network_mode.as_str(), docker.read_only_root), ("host", true));
+        let args = base.into_iter().chain(["--runtime", "docker", "--docker-writable-root"]);
+        assert!(!Cli::try_parse_from_iter(args).unwrap().agent_config().unwrap().docker.unwrap().read_only_root);
+        let err = Cli::try_parse_from_iter(base.into_iter().chain(["--runtime", "vm"])).unwrap_err();
+        assert!(err.to_string().contains("vm"), "{err}");
+        let args = base.into_iter().chain(["--runtime", "docker", "--docker-network", " "]);
+        let err = Cli::try_parse_from_iter(args).unwrap().agent_config().unwrap_err();
+        assert!(err.to_string().contains("CAP_DOCKER_NETWORK"), "{err}");
+    }
 
     #[test]
     fn an_empty_token_is_refused_with_a_hint() {

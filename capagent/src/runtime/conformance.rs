@@ -15,11 +15,11 @@
 //! `rt-multi-thread` as a dev-dependency.
 
 use super::{GameRuntime, Install};
-#[doc(hidden)]
-pub use capcore::conformance::backend_or_skip;
 use crate::console::{ConsoleConfig, Subscription};
 use async_trait::async_trait;
 use capcore::backend::{RuntimeSpec, RuntimeStatus};
+#[doc(hidden)]
+pub use capcore::conformance::backend_or_skip;
 use capcore::ids::ServerId;
 use capcore::template::{StopAction, StopSignal};
 use std::path::PathBuf;

@@ -144,7 +144,10 @@ pub struct DockerRuntime {
 
 impl std::fmt::Debug for DockerRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerRuntime").field("config", &self.config).field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("DockerRuntime")
+            .field("config", &self.config)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,12 +208,13 @@ impl DockerRuntime {
             Some(host) => Docker::connect_with_host(host),
             None => Docker::connect_with_defaults(),
         }
-        .map_err(|e| format!("cannot use the Docker engine address {at}: {e}"))?;
+        .map_err(|e| format!("the Docker engine at {at} is unreachable: {e}"))?;
         let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
             .await
             .map_err(|_| format!("the Docker engine at {at} did not answer within 10 s"))?
             .map_err(|e| format!("the Docker engine at {at} is unreachable: {}", brief(&e)))?;
-        let info = docker.info().await.map_err(|e| format!("the Docker engine at {at} failed to describe itself: {e}"))?;
+        let info =
+            docker.info().await.map_err(|e| format!("the Docker engine at {at} failed to describe itself: {e}"))?;
         let user = match config.run_as {
             Some(user) => user,
             None if nix::unistd::geteuid().is_root() => RunAs::resolve(Some("nobody"))?.ok_or("no user `nobody`")?,
@@ -220,7 +224,8 @@ impl DockerRuntime {
             return Err("refusing to run game containers as root".into());
         }
         let io_weight = blkio_weight_supported();
-        let has = |flag: Option<bool>, what: &str| format!("{what}:{}", if flag == Some(true) { "docker" } else { "none" });
+        let has =
+            |flag: Option<bool>, what: &str| format!("{what}:{}", if flag == Some(true) { "docker" } else { "none" });
         let limits = vec![
             has(info.memory_limit, "memory"),
             has(info.swap_limit, "swap"),
@@ -292,12 +297,20 @@ impl DockerRuntime {
         } else {
             let image_path = match spec_path {
                 Some(_) => None,
-                None => self.docker.inspect_image(image).await.ok().and_then(|i| i.config).and_then(|c| c.env).and_then(
-                    |env| env.iter().find_map(|e| e.strip_prefix("PATH=").map(str::to_string)),
-                ),
+                None => self
+                    .docker
+                    .inspect_image(image)
+                    .await
+                    .ok()
+                    .and_then(|i| i.config)
+                    .and_then(|c| c.env)
+                    .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=").map(str::to_string))),
             };
             let path = spec_path.map(str::to_string).or(image_path).unwrap_or_else(|| DEFAULT_PATH.to_string());
-            path.split(':').filter(|d| !d.is_empty()).map(|d| format!("{}/{program}", d.trim_end_matches('/'))).collect()
+            path.split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| format!("{}/{program}", d.trim_end_matches('/')))
+                .collect()
         };
         for candidate in candidates {
             let options = bollard::query_parameters::ContainerArchiveInfoOptions { path: candidate };
@@ -350,10 +363,8 @@ impl DockerRuntime {
         let mut host = self.host_config(&spec.limits, vec![format!("{}:{CONTAINER_DIR}:rw", dir.display())]);
         host.readonly_rootfs = Some(self.config.read_only_root);
         host.cap_drop = Some(vec!["ALL".into()]);
-        host.tmpfs = Some(HashMap::from([(
-            "/tmp".into(),
-            format!("rw,nosuid,nodev,size={}m,mode=1777", self.config.tmp_mb),
-        )]));
+        host.tmpfs =
+            Some(HashMap::from([("/tmp".into(), format!("rw,nosuid,nodev,size={}m,mode=1777", self.config.tmp_mb))]));
         ContainerCreateBody {
             image: Some(image.to_string()),
             entrypoint: Some(spec.argv.clone()),
@@ -381,8 +392,10 @@ impl DockerRuntime {
         console: Arc<Console>,
         patterns: Vec<ReadyPattern>,
     ) -> Result<(Stdin, Follower)> {
-        let options = AttachContainerOptions { stream: true, stdin: true, stdout: true, stderr: true, ..Default::default() };
-        let attached = self.docker.attach_container(name, Some(options)).await.map_err(engine("attach to the container"))?;
+        let options =
+            AttachContainerOptions { stream: true, stdin: true, stdout: true, stderr: true, ..Default::default() };
+        let attached =
+            self.docker.attach_container(name, Some(options)).await.map_err(engine("attach to the container"))?;
         let (ready_tx, ready_rx) = watch::channel(patterns.is_empty());
         let (exit_tx, exit_rx) = watch::channel(None);
         let follower = Follower {
@@ -436,21 +449,21 @@ impl DockerRuntime {
             Err(e) => Err(engine("signal the container")(e)),
         }
     }
+}
 
-    /// Gives everything in `dir` (not following links) to the game's user.
-    fn give_to_user(&self, dir: &Path) -> std::io::Result<()> {
-        let user = self.user;
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(path) = stack.pop() {
-            std::os::unix::fs::lchown(&path, Some(user.uid), Some(user.gid))?;
-            if std::fs::symlink_metadata(&path)?.is_dir() {
-                for entry in std::fs::read_dir(&path)? {
-                    stack.push(entry?.path());
-                }
+/// Gives everything in `dir` (not following links) to the game's user. The install container is
+/// gone by then, so nothing changes beneath the walk; a change of owner clears setuid bits.
+fn give_to_user(dir: &Path, user: RunAs) -> std::io::Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        std::os::unix::fs::lchown(&path, Some(user.uid), Some(user.gid))?;
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Clears a server's `busy` mark when the operation that set it ends, however it ends.
@@ -471,7 +484,8 @@ impl Drop for Busy<'_> {
 struct Follower {
     docker: Docker,
     name: String,
-    output: Pin<Box<dyn futures::Stream<Item = std::result::Result<bollard::container::LogOutput, DockerError>> + Send>>,
+    output:
+        Pin<Box<dyn futures::Stream<Item = std::result::Result<bollard::container::LogOutput, DockerError>> + Send>>,
     console: Arc<Console>,
     patterns: Vec<ReadyPattern>,
     ready: watch::Sender<bool>,
@@ -498,8 +512,12 @@ impl Follower {
         // The output ends when the container does (or the engine goes away).
         while let Some(frame) = output.next().await {
             match frame {
-                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => out.feed(&message, &mut deliver),
-                Ok(LogOutput::StdErr { message }) => err.feed(&message, &mut deliver),
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                    out.feed(&message, &mut deliver);
+                }
+                Ok(LogOutput::StdErr { message }) => {
+                    err.feed(&message, &mut deliver);
+                }
                 Ok(LogOutput::StdIn { .. }) => {}
                 Err(e) => {
                     tracing::warn!("the output of container {name} failed: {e}");
@@ -525,15 +543,22 @@ impl Follower {
 /// for using too much memory.
 async fn wait(docker: &Docker, name: &str) -> (Option<i32>, Option<i32>, bool) {
     let options = WaitContainerOptions { condition: "not-running".into() };
+    let mut attempts = 0;
     let code = loop {
         match docker.wait_container(name, Some(options.clone())).next().await {
             Some(Ok(done)) => break Some(done.status_code),
             // A non-zero exit arrives as an error carrying the code.
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => break Some(code),
             Some(Err(e)) if status_of(&e) == Some(404) => break None,
-            Some(Err(e)) => {
+            // The engine restarting, say: ask again a few times, then report the end unknown.
+            Some(Err(e)) if attempts < 20 => {
+                attempts += 1;
                 tracing::warn!("waiting for container {name} failed: {e}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Some(Err(e)) => {
+                tracing::warn!("waiting for container {name} failed, its exit is unknown: {e}");
+                break None;
             }
             None => break None,
         }
@@ -555,7 +580,8 @@ fn blkio_weight_supported() -> bool {
     ["/sys/fs/cgroup/blkio/blkio.weight", "/sys/fs/cgroup/blkio/blkio.bfq.weight", "/sys/fs/cgroup/io.weight"]
         .iter()
         .any(|p| Path::new(p).exists())
-        || std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").is_ok_and(|c| c.split_whitespace().any(|c| c == "io"))
+        || std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "io"))
 }
 
 #[async_trait]
@@ -571,11 +597,12 @@ impl Runtime for DockerRuntime {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Error::unavailable(format!("cannot create {}", dir.display()), e))?;
-        std::os::unix::fs::chown(&dir, Some(self.user.uid), Some(self.user.gid)).or_else(|e| {
-            // Not root: the directory is already the agent's own, which is the game's user too.
-            if e.kind() == std::io::ErrorKind::PermissionDenied { Ok(()) } else { Err(e) }
-        })
-        .map_err(|e| Error::unavailable(format!("cannot give {} to uid {}", dir.display(), self.user.uid), e))?;
+        std::os::unix::fs::chown(&dir, Some(self.user.uid), Some(self.user.gid))
+            .or_else(|e| {
+                // Not root: the directory is already the agent's own, which is the game's user too.
+                if e.kind() == std::io::ErrorKind::PermissionDenied { Ok(()) } else { Err(e) }
+            })
+            .map_err(|e| Error::unavailable(format!("cannot give {} to uid {}", dir.display(), self.user.uid), e))?;
         let mut servers = self.servers.lock().expect("servers lock");
         match servers.get_mut(&spec.server_id) {
             Some(m) => m.spec = spec,
@@ -595,14 +622,15 @@ impl Runtime for DockerRuntime {
         let name = self.name_of(id);
         self.remove_container(&name).await?;
         let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
-        let created = self
-            .docker
-            .create_container(Some(options), self.game_container(&spec, &image, &dir))
-            .await
-            .map_err(|e| match status_of(&e) {
-                Some(400) => Error::invalid("limits", format!("the Docker engine refused the container: {}", brief(&e))),
-                _ => engine("create the container")(e),
-            })?;
+        let created =
+            self.docker.create_container(Some(options), self.game_container(&spec, &image, &dir)).await.map_err(
+                |e| match status_of(&e) {
+                    Some(400) => {
+                        Error::invalid("limits", format!("the Docker engine refused the container: {}", brief(&e)))
+                    }
+                    _ => engine("create the container")(e),
+                },
+            )?;
         for warning in created.warnings {
             tracing::warn!("server {id}: {warning}");
         }
@@ -620,7 +648,8 @@ impl Runtime for DockerRuntime {
             let _ = self.remove_container(&name).await;
             return Err(Error::invalid("argv", format!("cannot start `{}`: {}", spec.argv[0], brief(&e))));
         }
-        let (pid, _) = self.pid_of(&name).await?;
+        // The follower starts whatever the answer: the container runs and must be followed.
+        let pid = self.pid_of(&name).await.map_or(0, |(pid, _)| pid);
         self.begin_run(id, pid, stdin, follower)
     }
 
@@ -628,14 +657,16 @@ impl Runtime for DockerRuntime {
         let stop = self.with(id, |m| Ok(m.spec.stop.clone()))?;
         let deadline = Instant::now() + grace;
         match stop {
-            StopAction::Command(line) => match tokio::time::timeout(grace, GameRuntime::send_command(self, id, &line)).await {
-                Ok(Err(e)) if !matches!(self.status(id).await?, RuntimeStatus::Running { .. }) => return Err(e),
-                Ok(Err(e)) => {
-                    tracing::warn!("cannot send the stop command to server {id} ({e}): killing it");
-                    return self.kill(id).await;
+            StopAction::Command(line) => {
+                match tokio::time::timeout(grace, GameRuntime::send_command(self, id, &line)).await {
+                    Ok(Err(e)) if !matches!(self.status(id).await?, RuntimeStatus::Running { .. }) => return Err(e),
+                    Ok(Err(e)) => {
+                        tracing::warn!("cannot send the stop command to server {id} ({e}): killing it");
+                        return self.kill(id).await;
+                    }
+                    Ok(Ok(())) | Err(_) => {}
                 }
-                Ok(Ok(())) | Err(_) => {}
-            },
+            }
             StopAction::Signal(s) => self.signal(id, s.name()).await?,
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -878,8 +909,11 @@ impl GameRuntime for DockerRuntime {
         };
         let _ = follow.await;
         self.remove_container(&name).await?;
-        if let Err(e) = tokio::task::block_in_place(|| self.give_to_user(&dir)) {
-            tracing::warn!("cannot give the files of server {id} to its user after the install: {e}");
+        let user = self.user;
+        match tokio::task::spawn_blocking(move || give_to_user(&dir, user)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot give the files of server {id} to its user after the install: {e}"),
+            Err(e) => tracing::warn!("giving the files of server {id} to its user failed: {e}"),
         }
         console.system(match ended {
             (Some(code), _) => format!("[cap] install finished with code {code}"),

@@ -1,7 +1,7 @@
 //! The Docker engine of the tests (`CAP_TEST_DOCKER_HOST`, e.g. `unix:///run/cap-docker.sock`)
 //! and the test image made on it: `docker import` of a tarball holding busybox (static, from
 //! Debian's `busybox-static`) and the test game server with the libraries `ldd` names. No
-//! registry is needed.
+//! registry is needed. `cap-tests` includes this file too, for its end-to-end tests.
 
 use bollard::Docker;
 use bollard::query_parameters::CreateImageOptions;
@@ -21,13 +21,12 @@ pub fn host() -> Option<String> {
 
 static IMAGE: OnceCell<String> = OnceCell::const_new();
 
-/// The test image's tag, imported once per test process (and reused while the game binary is
-/// unchanged).
-pub async fn image(host: &str) -> String {
+/// The test image's tag with `game` (the test game server's path here), imported once per test
+/// process (and reused while the game binary is unchanged).
+pub async fn image(host: &str, game: &Path) -> String {
     IMAGE
         .get_or_init(|| async {
-            let game = super::game();
-            let meta = std::fs::metadata(&game).unwrap();
+            let meta = std::fs::metadata(game).unwrap();
             let mtime = meta.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
             let tag = format!("{:x}-{:x}", meta.len(), mtime);
             let docker = Docker::connect_with_host(host).unwrap().negotiate_version().await.unwrap();
@@ -35,7 +34,7 @@ pub async fn image(host: &str) -> String {
             if docker.inspect_image(&name).await.is_ok() {
                 return name;
             }
-            let tarball = rootfs(Path::new(&game));
+            let tarball = rootfs(game);
             let options = CreateImageOptions {
                 from_src: Some("-".into()),
                 repo: Some("cap-test-game".into()),

@@ -57,15 +57,11 @@ pub async fn server_spec(s: &PanelState, server: &Server) -> Result<ServerSpec> 
         limits: server.limits.into(),
         stop: (&template.spec.stop).into(),
         ready_patterns: template.spec.ready_patterns.iter().map(Into::into).collect(),
-        install: template
-            .spec
-            .install
-            .as_ref()
-            .map(|i| WireInstall {
-                script: i.script.clone(),
-                entrypoint: i.entrypoint.clone(),
-                image: Some(i.image.clone()).filter(|image| !image.trim().is_empty()),
-            }),
+        install: template.spec.install.as_ref().map(|i| WireInstall {
+            script: i.script.clone(),
+            entrypoint: i.entrypoint.clone(),
+            image: Some(i.image.clone()).filter(|image| !image.trim().is_empty()),
+        }),
         image: template.spec.images.first().map(|i| i.image.clone()),
         file_denylist: template.spec.file_denylist.clone(),
         backup_hooks: template.spec.backup_hooks.as_ref().map(|h| WireBackupHooks {

@@ -8,6 +8,7 @@
 //! block, and neither repeats nor loses a line. Where punching is unsupported, the file is
 //! truncated instead once everything in it was read (a write racing that truncation is lost).
 
+use crate::console::LineCutter;
 use nix::fcntl::{FallocateFlags, fallocate};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use std::fs::File;
@@ -29,14 +30,13 @@ pub(crate) struct LogTail {
     file: File,
     /// The next byte to read.
     offset: u64,
-    /// Bytes before this were handed on; `pending` holds `committed..offset`.
+    /// Bytes before this were handed on; `lines` holds `committed..offset`.
     committed: u64,
-    pending: Vec<u8>,
+    lines: LineCutter,
     /// At a resume: NUL bytes before the first data are the zeroed end of a punched block.
     skip_nul: bool,
     punch: bool,
     punched: u64,
-    max_line: usize,
     buf: Vec<u8>,
 }
 
@@ -47,11 +47,10 @@ impl LogTail {
             file,
             offset: 0,
             committed: 0,
-            pending: Vec::new(),
+            lines: LineCutter::new(max_line),
             skip_nul: false,
             punch: true,
             punched: 0,
-            max_line: max_line.max(1),
             buf: vec![0; CHUNK],
         }
     }
@@ -93,8 +92,7 @@ impl LogTail {
                 data = &data[skipped..];
                 self.skip_nul = data.is_empty();
             }
-            self.pending.extend_from_slice(data);
-            self.cut_lines(line);
+            self.committed += self.lines.feed(data, line) as u64;
         };
         self.free_consumed();
         Ok(more)
@@ -102,31 +100,8 @@ impl LogTail {
 
     /// At the end of a run: the unterminated rest becomes a last line.
     pub fn flush(&mut self, line: &mut impl FnMut(&str)) {
-        if !self.pending.is_empty() {
-            emit(&self.pending, line);
-            self.committed += self.pending.len() as u64;
-            self.pending.clear();
-        }
+        self.committed += self.lines.flush(line) as u64;
         self.free_consumed();
-    }
-
-    /// Hands on each line: up to and including a `\n` within `max_line` bytes, else `max_line`
-    /// bytes (a longer line arrives in pieces).
-    fn cut_lines(&mut self, line: &mut impl FnMut(&str)) {
-        let mut start = 0;
-        loop {
-            let rest = &self.pending[start..];
-            let window = &rest[..rest.len().min(self.max_line)];
-            let end = match window.iter().position(|&b| b == b'\n') {
-                Some(i) => i + 1,
-                None if rest.len() >= self.max_line => self.max_line,
-                None => break,
-            };
-            emit(&rest[..end], line);
-            start += end;
-        }
-        self.committed += start as u64;
-        self.pending.drain(..start);
     }
 
     fn free_consumed(&mut self) {
@@ -147,7 +122,7 @@ impl LogTail {
                 }
             }
         }
-        if self.pending.is_empty()
+        if self.lines.is_empty()
             && self.file.metadata().is_ok_and(|m| m.len() == self.offset)
             && self.file.set_len(0).is_ok()
         {
@@ -156,11 +131,6 @@ impl LogTail {
             self.punched = 0;
         }
     }
-}
-
-fn emit(bytes: &[u8], line: &mut impl FnMut(&str)) {
-    let text = String::from_utf8_lossy(bytes);
-    line(text.trim_end_matches(['\n', '\r']));
 }
 
 /// Wakes the tail when a watched file changes (inotify `IN_MODIFY`), with a slow poll as a

@@ -433,6 +433,9 @@ async fn create(
             };
             if let Err(e) = outcome {
                 tracing::info!(server = %server.id, reason = %e, "install deferred until the agent syncs");
+                // Whoever watches the console learns why nothing happens.
+                let line = format!("[cap] the install waits for the node: {e}");
+                state.live.console(server.id, crate::protocol::v1::ConsoleStream::System, &line);
             }
         });
     }

@@ -50,7 +50,11 @@ fn spec() -> ServerSpec {
         limits: WireLimits { memory_mb: 1024, swap_mb: 0, cpu_percent: 100, disk_mb: 5120, io_weight: 500, pids: 512 },
         stop: WireStop::Command("stop".into()),
         ready_patterns: vec![WireReadyPattern::Contains("Done (".into()), WireReadyPattern::Regex("^ready$".into())],
-        install: Some(WireInstall { script: "#!/bin/sh\necho installing\n".into(), entrypoint: "sh".into(), image: None }),
+        install: Some(WireInstall {
+            script: "#!/bin/sh\necho installing\n".into(),
+            entrypoint: "sh".into(),
+            image: None,
+        }),
         image: None,
         file_denylist: Vec::new(),
         backup_hooks: None,
