@@ -22,6 +22,7 @@
 //!     files: 0,
 //!     links_left_out: 0,
 //!     error: None,
+//!     location: None,
 //! };
 //! store.save(server, &record).unwrap();
 //! assert_eq!(store.list(server).unwrap(), vec![record]);
@@ -32,6 +33,32 @@ use capcore::ids::{BackupId, ServerId};
 use capcore::protocol::v1::backups::{BackupRecord, BackupStatus, Retention};
 use capcore::{Error, Result};
 use std::path::{Path, PathBuf};
+
+/// S3-compatible object storage for backups (used through `s3::Bucket`, feature `s3`): where,
+/// and as whom.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// `https://s3.<region>.amazonaws.com`, `http://minio.lan:9000`, ...
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Put before every key (e.g. `node-1/`).
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key", &self.access_key)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A node's backups on its own disk.
 #[derive(Clone, Debug)]
@@ -107,8 +134,8 @@ impl BackupStore {
         Ok(records)
     }
 
-    /// Deletes a backup's archive and record; a locked or running backup is refused.
-    pub fn delete(&self, server: ServerId, id: BackupId) -> Result<()> {
+    /// A backup's record if it may be deleted: `Conflict` for a locked or running one.
+    pub fn deletable(&self, server: ServerId, id: BackupId) -> Result<BackupRecord> {
         let record = self.get(server, id)?;
         if record.locked {
             return Err(Error::conflict("the backup is locked; unlock it to delete it"));
@@ -116,6 +143,12 @@ impl BackupStore {
         if record.status == BackupStatus::Running {
             return Err(Error::conflict("the backup is still being made"));
         }
+        Ok(record)
+    }
+
+    /// Deletes a backup's archive and record; a locked or running backup is refused.
+    pub fn delete(&self, server: ServerId, id: BackupId) -> Result<()> {
+        self.deletable(server, id)?;
         remove_if_there(&self.archive(server, id))?;
         remove_if_there(&self.record_path(server, id))
     }
@@ -145,8 +178,9 @@ impl BackupStore {
     }
 
     /// Applies `retention` at `now_ms`: deletes unlocked, finished backups older than its
-    /// maximum age and those beyond the newest `keep`. Returns what was deleted.
-    pub fn prune(&self, server: ServerId, retention: Retention, now_ms: i64) -> Result<Vec<BackupId>> {
+    /// maximum age and those beyond the newest `keep`. Returns the records deleted (an archive
+    /// kept elsewhere, see [`BackupRecord::location`], is the caller's to delete).
+    pub fn prune(&self, server: ServerId, retention: Retention, now_ms: i64) -> Result<Vec<BackupRecord>> {
         let mut kept = 0u32;
         let mut deleted = Vec::new();
         for record in self.list(server)? {
@@ -159,7 +193,7 @@ impl BackupStore {
             let too_many = retention.keep.is_some_and(|keep| kept >= keep);
             if too_old || too_many {
                 self.delete(server, record.id)?;
-                deleted.push(record.id);
+                deleted.push(record);
             } else if record.status == BackupStatus::Done {
                 kept += 1;
             }
@@ -192,6 +226,7 @@ mod tests {
             files: 1,
             links_left_out: 0,
             error: None,
+            location: None,
         }
     }
 
@@ -209,12 +244,13 @@ mod tests {
             store.save(server, &record(n, at, locked)).unwrap();
             std::fs::write(store.archive(server, record(n, at, locked).id), b"x").unwrap();
         }
-        let deleted = store.prune(server, Retention { keep: Some(2), max_age_ms: None }, 1000).unwrap();
+        let ids = |records: Vec<BackupRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let deleted = ids(store.prune(server, Retention { keep: Some(2), max_age_ms: None }, 1000).unwrap());
         assert_eq!(deleted, vec![record(3, 0, false).id, record(2, 0, false).id]);
         let left: Vec<i64> = store.list(server).unwrap().iter().map(|r| r.created_ms).collect();
         assert_eq!(left, [500, 400, 100], "the two newest, and the locked one");
         assert!(!store.archive(server, record(2, 0, false).id).exists());
-        let deleted = store.prune(server, Retention { keep: None, max_age_ms: Some(550) }, 1000).unwrap();
+        let deleted = ids(store.prune(server, Retention { keep: None, max_age_ms: Some(550) }, 1000).unwrap());
         assert_eq!(deleted, vec![record(4, 0, false).id], "older than 550 ms, unless locked");
         assert!(store.delete(server, record(1, 0, true).id).unwrap_err().to_string().contains("locked"));
         assert!(matches!(store.get(server, record(4, 0, false).id), Err(Error::NotFound { what: "backup" })));
@@ -232,7 +268,7 @@ mod tests {
         let keep_two = Retention { keep: Some(2), max_age_ms: None };
         assert!(store.prune(server, keep_two, 1000).unwrap().is_empty(), "two good ones and a failed one stay");
         store.save(server, &record(4, 400, false)).unwrap();
-        let deleted = store.prune(server, keep_two, 1000).unwrap();
+        let deleted: Vec<BackupId> = store.prune(server, keep_two, 1000).unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(deleted, vec![record(2, 0, false).id, record(1, 0, false).id]);
 
         let running = BackupRecord { status: BackupStatus::Running, ..record(5, 500, false) };

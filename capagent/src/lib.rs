@@ -95,6 +95,8 @@ pub mod backups;
 pub mod console;
 pub mod files;
 pub mod runtime;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 pub use agent::{Agent, AgentConfig, DockerOptions};
 

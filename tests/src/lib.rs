@@ -15,6 +15,9 @@
 #[path = "../../capagent/tests/support/docker.rs"]
 pub mod docker;
 pub mod e2e;
+/// A local S3 server (`moto_server`) for the tests.
+#[path = "../../capagent/tests/support/moto.rs"]
+pub mod moto;
 
 use axum::Router;
 use axum::body::Body;

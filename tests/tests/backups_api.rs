@@ -21,8 +21,13 @@ struct World {
 
 impl World {
     async fn new(tag: &str, config: PanelConfig) -> World {
+        Self::with_agent(tag, config, &[]).await
+    }
+
+    /// With more `CAP_*` settings for the agent.
+    async fn with_agent(tag: &str, config: PanelConfig, settings: &[(&str, &str)]) -> World {
         let panel = TestPanel::start_with(test_auth_config(), config).await;
-        let AgentNode { addr, node, agent, .. } = panel.agent_node(tag, 4, &[]).await;
+        let AgentNode { addr, node, agent, .. } = panel.agent_node(tag, 4, settings).await;
         let (owner_id, owner) = panel.user("owner", &[]).await;
         let template =
             panel.game_template(&format!("{tag}-game"), &[], json!({"type": "command", "value": "stop"})).await;
@@ -291,4 +296,72 @@ async fn template_hooks_tell_a_running_game_before_and_after_its_backup() {
     assert!(live.seen.iter().any(|f| f["type"] == "backup"), "the owner got them");
     assert_eq!(panel.post(&format!("/api/servers/{server}/power"), &owner, json!({"action": "stop"})).await.0, 202);
     live.until_state("offline").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_kept_in_s3_are_downloaded_restored_pruned_and_deleted_there() {
+    let Some(moto) = cap_tests::moto::Moto::start() else { return };
+    let bucket = moto.bucket("cap-backups", "node-a/").await;
+    let s3 = moto.config("cap-backups", "node-a/");
+    let settings = [
+        ("CAP_BACKUP_S3_ENDPOINT", s3.endpoint.as_str()),
+        ("CAP_BACKUP_S3_BUCKET", s3.bucket.as_str()),
+        ("CAP_BACKUP_S3_ACCESS_KEY", s3.access_key.as_str()),
+        ("CAP_BACKUP_S3_SECRET_KEY", s3.secret_key.as_str()),
+        ("CAP_BACKUP_S3_PREFIX", s3.prefix.as_str()),
+    ];
+    let w = World::with_agent("backup-s3", config(Duration::ZERO, Some(1)), &settings).await;
+    std::fs::create_dir_all(w.dir().join("world")).unwrap();
+    let level = noise(2 * 1024 * 1024, 11);
+    std::fs::write(w.dir().join("world/level.dat"), &level).unwrap();
+
+    let first = w.made("in the bucket").await;
+    let id = first["id"].as_str().unwrap();
+    let key = format!("node-a/{}/{id}.tar.zst", w.server);
+    assert_eq!(first["location"], format!("s3://cap-backups/{key}"), "{first}");
+    let (len, _) = bucket.get(&key).await.expect("the object is in the bucket");
+    assert_eq!(json!(len), first["bytes"]);
+    let local: Vec<_> = std::fs::read_dir(w.backups_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(local, [format!("{id}.json")], "only the record stays on the node");
+
+    // Downloaded through panel and agent from the bucket, byte for byte.
+    let (status, bytes) = w.download(&w.owner, id).await;
+    assert_eq!(status, 200);
+    assert_eq!(json!(sha256_hex(&bytes)), first["sha256"]);
+
+    // Restored from the bucket (fetched, checked, swapped in); the fetched copy is gone after.
+    std::fs::write(w.dir().join("world/level.dat"), b"changed").unwrap();
+    let (status, body) = w.panel.post(&w.url(&format!("/{id}/restore")), &w.owner, json!({})).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(std::fs::read(w.dir().join("world/level.dat")).unwrap() == level, "the level came back");
+    assert_eq!(std::fs::read_dir(w.backups_dir()).unwrap().count(), 1, "no fetched copy left");
+
+    // Retention (keep 1) deletes the older backup's object too.
+    let second = w.made("newer").await;
+    let second_key = format!("node-a/{}/{}.tar.zst", w.server, second["id"].as_str().unwrap());
+    wait_until("the pruned backup's object is deleted", || async {
+        matches!(bucket.get(&key).await, Err(capcore::Error::NotFound { .. })).then_some(())
+    })
+    .await;
+    assert_eq!(w.list().await.len(), 1);
+    // Deleting a backup deletes its object.
+    let second_id = second["id"].as_str().unwrap();
+    assert_eq!(w.panel.delete(&w.url(&format!("/{second_id}")), &w.owner).await.0, 204);
+    assert!(matches!(bucket.get(&second_key).await, Err(capcore::Error::NotFound { .. })));
+    assert!(w.list().await.is_empty());
+
+    // The bucket gone: a backup fails saying so, and nothing is left on the node.
+    drop(moto);
+    let (status, started) = w.create(&w.owner, "nowhere to go").await;
+    assert_eq!(status, 202, "{started}");
+    let failed = w.finished(started["id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("cannot store the backup at s3://cap-backups/"), "{failed}");
+    assert!(
+        std::fs::read_dir(w.backups_dir()).unwrap().all(|e| e.unwrap().path().extension().is_some_and(|x| x == "json")),
+        "no archive left behind"
+    );
 }

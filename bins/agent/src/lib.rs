@@ -52,6 +52,22 @@ pub struct Cli {
     /// directory and `/tmp`).
     #[arg(long, env = "CAP_DOCKER_WRITABLE_ROOT", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
     pub docker_writable_root: bool,
+    /// Keep finished backups in this S3-compatible store (`https://s3.eu-west-1.amazonaws.com`,
+    /// `http://minio.lan:9000`) instead of on the node.
+    #[arg(long, env = "CAP_BACKUP_S3_ENDPOINT")]
+    pub backup_s3_endpoint: Option<String>,
+    #[arg(long, env = "CAP_BACKUP_S3_REGION", default_value = "us-east-1")]
+    pub backup_s3_region: String,
+    #[arg(long, env = "CAP_BACKUP_S3_BUCKET")]
+    pub backup_s3_bucket: Option<String>,
+    #[arg(long, env = "CAP_BACKUP_S3_ACCESS_KEY", hide_env_values = true)]
+    pub backup_s3_access_key: Option<String>,
+    /// Prefer the environment variable: a flag's value is visible to other users in `ps`.
+    #[arg(long, env = "CAP_BACKUP_S3_SECRET_KEY", hide_env_values = true)]
+    pub backup_s3_secret_key: Option<String>,
+    /// Put before every object key (e.g. `node-1/`).
+    #[arg(long, env = "CAP_BACKUP_S3_PREFIX", default_value = "")]
+    pub backup_s3_prefix: String,
 }
 
 /// The runtime an agent runs servers on.
@@ -92,12 +108,38 @@ impl Cli {
         if self.docker_network.trim().is_empty() {
             bail!("CAP_DOCKER_NETWORK must not be empty (`host`, `none`, or a network's name)");
         }
+        config.backup_s3 = self.backup_s3()?;
         config.docker = (self.runtime == RuntimeChoice::Docker).then(|| capagent::DockerOptions {
             host: self.docker_host.clone().filter(|h| !h.trim().is_empty()),
             network_mode: self.docker_network.trim().to_string(),
             read_only_root: !self.docker_writable_root,
         });
         Ok(config)
+    }
+}
+
+impl Cli {
+    /// The S3 settings, all or none: an endpoint needs a bucket and both keys.
+    fn backup_s3(&self) -> Result<Option<capagent::backups::S3Config>> {
+        let Some(endpoint) = self.backup_s3_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()) else {
+            return Ok(None);
+        };
+        let need = |value: &Option<String>, name: &str| -> Result<String> {
+            match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                Some(v) => Ok(v.to_string()),
+                None => bail!("CAP_BACKUP_S3_ENDPOINT is set, so {name} is needed too"),
+            }
+        };
+        let config = capagent::backups::S3Config {
+            endpoint: endpoint.to_string(),
+            region: self.backup_s3_region.trim().to_string(),
+            bucket: need(&self.backup_s3_bucket, "CAP_BACKUP_S3_BUCKET")?,
+            access_key: need(&self.backup_s3_access_key, "CAP_BACKUP_S3_ACCESS_KEY")?,
+            secret_key: need(&self.backup_s3_secret_key, "CAP_BACKUP_S3_SECRET_KEY")?,
+            prefix: self.backup_s3_prefix.trim().to_string(),
+        };
+        capagent::s3::Bucket::new(config.clone()).map_err(|e| anyhow::anyhow!("CAP_BACKUP_S3_ENDPOINT: {e}"))?;
+        Ok(Some(config))
     }
 }
 
@@ -156,6 +198,23 @@ mod tests {
         let args = base.into_iter().chain(["--runtime", "docker", "--docker-network", " "]);
         let err = Cli::try_parse_from_iter(args).unwrap().agent_config().unwrap_err();
         assert!(err.to_string().contains("CAP_DOCKER_NETWORK"), "{err}");
+    }
+
+    #[test]
+    fn s3_settings_come_all_together_and_are_checked() {
+        let base = ["cap-agent", "--panel-url", "http://p", "--node-token", "capn_x"];
+        assert_eq!(Cli::try_parse_from_iter(base).unwrap().agent_config().unwrap().backup_s3, None);
+        let full = ["--backup-s3-endpoint", "http://127.0.0.1:9000", "--backup-s3-bucket", "b"];
+        let keys = ["--backup-s3-access-key", "ak", "--backup-s3-secret-key", "sk"];
+        let args = base.into_iter().chain(full).chain(keys);
+        let s3 = Cli::try_parse_from_iter(args).unwrap().agent_config().unwrap().backup_s3.unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.region.as_str(), s3.prefix.as_str()), ("b", "us-east-1", ""));
+        let err = Cli::try_parse_from_iter(base.into_iter().chain(full)).unwrap().agent_config().unwrap_err();
+        assert!(err.to_string().contains("CAP_BACKUP_S3_ACCESS_KEY"), "{err}");
+        let bad = ["--backup-s3-endpoint", "s3.example", "--backup-s3-bucket", "b"];
+        let err =
+            Cli::try_parse_from_iter(base.into_iter().chain(bad).chain(keys)).unwrap().agent_config().unwrap_err();
+        assert!(err.to_string().contains("http:// or https://"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! deleted, downloaded and restored from the node's [`BackupStore`].
 
 use super::files::{blocking, stream_file};
-use super::{Agent, now, outcome_error};
+use super::{Agent, from_error, now, offsite, outcome_error};
 use crate::files::{DiskQuota, restore};
 use capcore::ids::{BackupId, ServerId};
 use capcore::protocol::v1::backups::{BackupOp, BackupRecord, BackupStatus, Retention};
@@ -60,6 +60,16 @@ impl Agent {
             BackupOp::List => blocking(move || store.list(id)).await.map(|backups| Reply::Backups { backups }),
             BackupOp::Delete { backup_id } => {
                 let _guard = self.inner.backup_records.lock().await;
+                let record = blocking({
+                    let store = store.clone();
+                    move || store.deletable(id, backup_id)
+                })
+                .await?;
+                // The object first: a record whose object could not be deleted stays, to try again.
+                if let Some(location) = &record.location {
+                    let (bucket, key) = offsite::key_of(self.inner.offsite.as_ref(), location).map_err(from_error)?;
+                    offsite::delete(&bucket, &key).await.map_err(from_error)?;
+                }
                 blocking(move || store.delete(id, backup_id)).await.map(|()| Reply::Done)
             }
             BackupOp::Lock { backup_id, locked } => {
@@ -78,20 +88,46 @@ impl Agent {
                 let Some(StreamEnd::Outgoing(out)) = stream else {
                     return Err(outcome_error(ErrorCode::Invalid, "a download needs the request's byte stream"));
                 };
-                let opened = blocking(move || {
-                    let record = store.get(id, backup_id)?;
-                    if record.status != BackupStatus::Done {
-                        return Err(capcore::Error::conflict("the backup is not complete"));
+                let record = blocking({
+                    let store = store.clone();
+                    move || {
+                        let record = store.get(id, backup_id)?;
+                        if record.status != BackupStatus::Done {
+                            return Err(capcore::Error::conflict("the backup is not complete"));
+                        }
+                        Ok(record)
                     }
+                })
+                .await;
+                let record = match record {
+                    Ok(record) => record,
+                    Err(e) => {
+                        out.reset("the download could not start").await;
+                        return Err(e);
+                    }
+                };
+                let modified_ms = record.completed_ms.unwrap_or(record.created_ms);
+                if let Some(location) = &record.location {
+                    let (bucket, key) = match offsite::key_of(self.inner.offsite.as_ref(), location) {
+                        Ok(found) => found,
+                        Err(e) => {
+                            out.reset("the download could not start").await;
+                            return Err(from_error(e));
+                        }
+                    };
+                    let size = offsite::stream(&bucket, &key, out).await.map_err(from_error)?;
+                    return Ok(Reply::Download { size, offset: 0, length: size, modified_ms });
+                }
+                let opened = blocking(move || {
                     let file = std::fs::File::open(store.archive(id, backup_id))
                         .map_err(|e| capcore::Error::internal("cannot open the backup", e))?;
                     let size =
                         file.metadata().map_err(|e| capcore::Error::internal("cannot open the backup", e))?.len();
-                    Ok((file, size, record.completed_ms.unwrap_or(record.created_ms)))
+                    Ok((file, size))
                 })
                 .await;
                 match opened {
-                    Ok((file, size, modified_ms)) => {
+                    Ok((file, size)) => {
                         stream_file(file, size, out);
                         Ok(Reply::Download { size, offset: 0, length: size, modified_ms })
                     }
@@ -156,6 +192,7 @@ impl Agent {
                     files: 0,
                     links_left_out: 0,
                     error: None,
+                    location: None,
                 };
                 store.save(id, &record)?;
                 Ok(record)
@@ -216,12 +253,28 @@ impl Agent {
                     }
                 }
             };
+            // Kept off the node: uploaded, then the local copy goes either way.
+            let result = match (result, agent.inner.offsite.clone()) {
+                (Ok(info), Some(bucket)) => {
+                    let (key, url) = offsite::place(&bucket, id, backup_id);
+                    let uploaded = offsite::upload(&bucket, &key, &path).await;
+                    if let Err(e) = tokio::fs::remove_file(&path).await {
+                        tracing::warn!(server = %id, error = %e, "cannot delete the local copy of an uploaded backup");
+                    }
+                    match uploaded {
+                        Ok(()) => Ok((info, Some(url))),
+                        Err(e) => Err(capcore::Error::unavailable(format!("cannot store the backup at {url}: {e}"), e)),
+                    }
+                }
+                (result, _) => result.map(|info| (info, None)),
+            };
             let finished = {
                 let _guard = agent.inner.backup_records.lock().await;
                 let locked = store.get(id, backup_id).map(|r| r.locked).unwrap_or(false);
                 let record = match &result {
-                    Ok(info) => BackupRecord {
+                    Ok((info, location)) => BackupRecord {
                         status: BackupStatus::Done,
+                        location: location.clone(),
                         completed_ms: Some(now().millis()),
                         bytes: info.bytes,
                         sha256: Some(info.sha256.clone()),
@@ -258,6 +311,7 @@ impl Agent {
                     && !deleted.is_empty()
                 {
                     agent.system_line(id, &format!("[cap] retention deleted {} older backup(s)", deleted.len()));
+                    agent.delete_offsite(id, deleted).await;
                 }
             }
             agent.inner.backing_up.lock().expect("backups lock").remove(&id);
@@ -294,6 +348,70 @@ impl Agent {
         }
     }
 
+    /// Restores `dir` from a backup: the archive on the node, or fetched from its bucket into a
+    /// temporary file beside the records (deleted afterwards). The checksum is verified before
+    /// anything changes.
+    async fn restore_from(
+        &self,
+        id: ServerId,
+        backup_id: BackupId,
+        dir: std::path::PathBuf,
+        disk_mb: i64,
+    ) -> Result<crate::files::ArchiveSummary, Outcome> {
+        let store = self.inner.backups.clone();
+        let record = blocking({
+            let store = store.clone();
+            move || store.get(id, backup_id)
+        })
+        .await?;
+        let (Some(sha256), BackupStatus::Done) = (record.sha256.clone(), record.status) else {
+            return Err(outcome_error(ErrorCode::Conflict, "the backup is not complete"));
+        };
+        let (archive, fetched) = match &record.location {
+            None => (store.archive(id, backup_id), false),
+            Some(location) => {
+                let (bucket, key) = offsite::key_of(self.inner.offsite.as_ref(), location).map_err(from_error)?;
+                let temporary = store.archive(id, backup_id).with_extension("zst.fetch");
+                self.system_line(id, &format!("[cap] fetching the backup from {location}"));
+                if let Err(e) = offsite::fetch(&bucket, &key, &temporary).await {
+                    let _ = tokio::fs::remove_file(&temporary).await;
+                    return Err(from_error(e));
+                }
+                (temporary, true)
+            }
+        };
+        let restored = blocking({
+            let archive = archive.clone();
+            move || {
+                let mut file =
+                    std::fs::File::open(&archive).map_err(|e| capcore::Error::internal("cannot open the backup", e))?;
+                let bytes = file.metadata().map_err(|e| capcore::Error::internal("cannot open the backup", e))?.len();
+                let quota = DiskQuota::new(super::files::limit_bytes(disk_mb), 0);
+                restore(&dir, &mut file, bytes, &sha256, &quota)
+            }
+        })
+        .await;
+        if fetched && let Err(e) = tokio::fs::remove_file(&archive).await {
+            tracing::warn!(server = %id, error = %e, "cannot delete a fetched backup");
+        }
+        restored
+    }
+
+    /// Deletes the objects of deleted backups' records kept off the node (best effort: a
+    /// failure is logged and said on the console).
+    pub(super) async fn delete_offsite(&self, id: ServerId, records: Vec<BackupRecord>) {
+        for location in records.into_iter().filter_map(|r| r.location) {
+            let deleted = match offsite::key_of(self.inner.offsite.as_ref(), &location) {
+                Ok((bucket, key)) => offsite::delete(&bucket, &key).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = deleted {
+                tracing::warn!(server = %id, %location, error = %e, "cannot delete a backup's object");
+                self.system_line(id, &format!("[cap] cannot delete {location}: {e}"));
+            }
+        }
+    }
+
     /// Restores a stopped server's directory from a backup, holding the server's command lock
     /// so nothing starts it meanwhile.
     async fn restore_backup(&self, id: ServerId, backup_id: BackupId) -> Result<Reply, Outcome> {
@@ -317,21 +435,9 @@ impl Agent {
             }
         }
         let disk_mb = self.with_slot(id, |s| s.record.spec.limits.disk_mb).unwrap_or(0);
-        let store = self.inner.backups.clone();
         let dir = self.inner.config.runtime.servers_dir.join(id.to_string());
         self.system_line(id, "[cap] restoring a backup");
-        let restored = blocking(move || {
-            let record = store.get(id, backup_id)?;
-            let (Some(sha256), BackupStatus::Done) = (record.sha256.as_deref(), record.status) else {
-                return Err(capcore::Error::conflict("the backup is not complete"));
-            };
-            let mut file = std::fs::File::open(store.archive(id, backup_id))
-                .map_err(|e| capcore::Error::internal("cannot open the backup", e))?;
-            let bytes = file.metadata().map_err(|e| capcore::Error::internal("cannot open the backup", e))?.len();
-            let quota = DiskQuota::new(super::files::limit_bytes(disk_mb), 0);
-            restore(&dir, &mut file, bytes, sha256, &quota)
-        })
-        .await;
+        let restored = self.restore_from(id, backup_id, dir, disk_mb).await;
         // The directory was exchanged: the file manager opens the new one on next use.
         self.files_forget(id);
         self.inner.restoring.lock().expect("restoring lock").remove(&id);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a download waits for the panel to take more bytes before it gives up.
-const STALL: Duration = Duration::from_secs(120);
+pub(super) const STALL: Duration = Duration::from_secs(120);
 /// Bytes read from disk per chunk of a download.
 const CHUNK: usize = 256 * 1024;
 

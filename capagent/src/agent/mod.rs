@@ -14,6 +14,7 @@ mod backups;
 pub mod connection;
 pub mod facts;
 mod files;
+mod offsite;
 mod ports;
 pub mod store;
 
@@ -48,8 +49,11 @@ pub struct AgentConfig {
     /// Run servers in Docker containers instead of host processes (`None`: host processes).
     pub docker: Option<DockerOptions>,
     pub restart: RestartPolicy,
-    /// Where backups are kept (`<data_dir>/backups` by default).
+    /// Where backups are made, and kept unless `backup_s3` is set (`<data_dir>/backups` by
+    /// default; their records stay here either way).
     pub backups_dir: PathBuf,
+    /// Keep finished backups in this S3-compatible bucket instead of on the node (feature `s3`).
+    pub backup_s3: Option<crate::backups::S3Config>,
     /// How often running servers' stats are reported (and their disk use measured).
     pub stats_interval: Duration,
     /// How long a running server may stay over its disk limit before it is stopped.
@@ -86,6 +90,7 @@ impl AgentConfig {
             panel_url: panel_url.into(),
             token: token.into(),
             backups_dir: data_dir.join("backups"),
+            backup_s3: None,
             data_dir,
             runtime,
             docker: None,
@@ -143,6 +148,8 @@ pub(crate) struct Inner {
     files: Mutex<HashMap<ServerId, Arc<crate::files::ServerFiles>>>,
     /// The servers' backups.
     backups: crate::backups::BackupStore,
+    /// Where finished backups go, when not on the node.
+    offsite: Option<offsite::Offsite>,
     /// Servers with a backup being made.
     backing_up: Mutex<std::collections::HashSet<ServerId>>,
     /// Servers whose directory is being restored from a backup.
@@ -194,6 +201,10 @@ impl Agent {
     pub async fn start(config: AgentConfig) -> capcore::Result<Agent> {
         let store = Store::open(&config.data_dir)
             .map_err(|e| capcore::Error::unavailable(format!("cannot open {}", config.data_dir.display()), e))?;
+        let offsite = match config.backup_s3.clone().map(offsite::open).transpose() {
+            Ok(offsite) => offsite,
+            Err(why) => return Err(capcore::Error::invalid("backup_s3", why)),
+        };
         let (runtime, runtime_problem) = make_runtime(&config).await;
         if let Some(problem) = &runtime_problem {
             tracing::error!("servers cannot run on this node: {problem}");
@@ -211,6 +222,7 @@ impl Agent {
                 locks: Mutex::new(HashMap::new()),
                 files: Mutex::new(HashMap::new()),
                 backups: crate::backups::BackupStore::new(config_backups_dir),
+                offsite,
                 backing_up: Mutex::new(std::collections::HashSet::new()),
                 restoring: Mutex::new(std::collections::HashSet::new()),
                 files_generation: std::sync::atomic::AtomicU64::new(0),
@@ -822,6 +834,7 @@ impl Agent {
         }
         self.inner.locks.lock().expect("locks lock").remove(&id);
         self.files_forget(id);
+        self.delete_offsite(id, self.inner.backups.list(id).unwrap_or_default()).await;
         if let Err(e) = self.inner.backups.remove_server(id) {
             tracing::warn!(server = %id, error = %e, "cannot delete the server's backups");
         }

@@ -4,6 +4,8 @@
 
 #[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(feature = "s3")]
+pub mod moto;
 
 use capagent::{ProcessRuntime, ProcessRuntimeConfig};
 use capcore::backend::{Runtime, RuntimeSpec, RuntimeStatus};

@@ -41,6 +41,9 @@ pub struct BackupRecord {
     pub links_left_out: u64,
     /// Why it failed.
     pub error: Option<String>,
+    /// Where the archive is kept when not on the node's disk (`s3://<bucket>/<key>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 /// How many backups a server keeps: after a new one is done, the oldest unlocked ones beyond

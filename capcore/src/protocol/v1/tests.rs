@@ -370,6 +370,7 @@ fn backup_messages_match_their_golden_files() {
         files: 2048,
         links_left_out: 1,
         error: None,
+        location: None,
     };
     let request = |id: u64, op: BackupOp| {
         PanelMessage::Request(Request { id, timeout_ms: 30_000, command: Command::Backups { server_id: server(), op } })
