@@ -509,7 +509,7 @@ async fn a_running_server_over_its_disk_limit_is_stopped_after_the_grace_saying_
     let admin = panel.admin().await;
     let (_, node_view) = panel.get(&format!("/api/nodes/{node}"), &admin).await;
     let limits = node_view["agent"]["enforced_limits"].as_array().unwrap();
-    assert!(limits.contains(&json!("disk:watch")), "the node says how it holds disk limits: {node_view}");
+    assert!(limits.contains(&json!("disk:inotify")), "the node says how it holds disk limits: {node_view}");
     let (owner_id, owner) = panel.user("owner", &[]).await;
     let template = panel.game_template("disk-game", &[], stop_command()).await;
     let limits =
@@ -561,7 +561,7 @@ async fn a_server_runs_in_a_docker_container_installed_commanded_and_stopped() {
     let (_, facts) = panel.get(&format!("/api/nodes/{node}"), &admin).await;
     assert_eq!(facts["agent"]["runtimes"], json!(["docker"]), "{facts}");
     let limits = facts["agent"]["enforced_limits"].as_array().unwrap();
-    assert!(limits.contains(&json!("memory:docker")) && limits.contains(&json!("disk:watch")), "{facts}");
+    assert!(limits.contains(&json!("memory:docker")) && limits.contains(&json!("disk:inotify")), "{facts}");
 
     let template = json!({
         "name": "docker-game",

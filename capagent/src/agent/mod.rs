@@ -477,16 +477,10 @@ impl Agent {
         }
     }
 
-    /// The limits this node enforces, as reported at registration: the runtime's, and the disk
-    /// limit of running servers as the agent watches it (`disk:watch`).
+    /// The limits this node enforces, as reported at registration: the runtime's (its disk use
+    /// is measured, `disk:inotify` or `disk:walk`; the agent stops a server over its limit).
     pub fn enforced_limits(&self) -> Vec<String> {
-        let mut limits = self.inner.runtime.enforced_limits();
-        for limit in &mut limits {
-            if limit == "disk:none" {
-                *limit = "disk:watch".into();
-            }
-        }
-        limits
+        self.inner.runtime.enforced_limits()
     }
 
     /// Compares a running server's measured disk use with its limit: the file manager's count

@@ -55,6 +55,7 @@ mod read;
 mod remove;
 mod rename;
 mod search;
+mod usage;
 mod write;
 
 pub use archive::{ArchiveFormat, ArchiveLimits, ArchiveSummary};
@@ -64,6 +65,7 @@ pub use path::{MAX_NAME_BYTES, MAX_PATH_BYTES, RelPath, check_new_name};
 pub use quota::DiskQuota;
 pub use read::MAX_READ_BYTES;
 pub use search::{Found, MAX_SEARCHED};
+pub use usage::DiskUsage;
 
 use capcore::protocol::v1::files::{FileEntry, FileKind};
 use capcore::{Error, Result};

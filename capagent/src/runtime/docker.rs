@@ -140,6 +140,7 @@ pub struct DockerRuntime {
     limits: Vec<String>,
     io_weight: bool,
     servers: Mutex<HashMap<ServerId, Managed>>,
+    usage: Arc<crate::files::DiskUsage>,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -226,15 +227,16 @@ impl DockerRuntime {
         let io_weight = blkio_weight_supported();
         let has =
             |flag: Option<bool>, what: &str| format!("{what}:{}", if flag == Some(true) { "docker" } else { "none" });
-        let limits = vec![
+        let mut limits = vec![
             has(info.memory_limit, "memory"),
             has(info.swap_limit, "swap"),
             has(info.cpu_cfs_quota, "cpu"),
             has(info.pids_limit, "pids"),
             has(Some(io_weight), "io"),
-            "disk:none".to_string(),
         ];
-        Ok(Self { config, docker, user, limits, io_weight, servers: Mutex::new(HashMap::new()) })
+        let usage = Arc::new(crate::files::DiskUsage::new());
+        limits.push(format!("disk:{}", usage.mode()));
+        Ok(Self { config, docker, user, limits, io_weight, servers: Mutex::new(HashMap::new()), usage })
     }
 
     fn with<T>(&self, id: ServerId, f: impl FnOnce(&mut Managed) -> Result<T>) -> Result<T> {
@@ -701,6 +703,7 @@ impl Runtime for DockerRuntime {
             }
         }
         self.servers.lock().expect("servers lock").remove(&id);
+        self.usage.forget(id);
         Ok(())
     }
 
@@ -723,7 +726,8 @@ impl Runtime for DockerRuntime {
                 None => (false, Instant::now(), m.dir.clone(), None),
             })
         })?;
-        let disk_bytes = tokio::task::spawn_blocking(move || super::process::dir_size(&dir))
+        let usage = self.usage.clone();
+        let disk_bytes = tokio::task::spawn_blocking(move || usage.measure(id, &dir))
             .await
             .map_err(|e| Error::internal("disk usage walk failed", e))?;
         if !running {

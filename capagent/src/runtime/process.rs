@@ -170,6 +170,7 @@ pub struct ProcessRuntime {
     config: ProcessRuntimeConfig,
     enforcement: Enforcement,
     servers: Mutex<HashMap<ServerId, Managed>>,
+    usage: Arc<crate::files::DiskUsage>,
 }
 
 impl std::fmt::Debug for ProcessRuntime {
@@ -243,14 +244,17 @@ impl ProcessRuntime {
     /// and the cgroup parent is created, here).
     pub fn new(config: ProcessRuntimeConfig) -> Self {
         let enforcement = Enforcement::detect(config.limit_mode, &config.cgroup_parent, &config.path, config.run_as);
-        Self { config, enforcement, servers: Mutex::new(HashMap::new()) }
+        Self { config, enforcement, servers: Mutex::new(HashMap::new()), usage: Arc::new(Default::default()) }
     }
 
     /// What is enforced on this machine, one `resource:mechanism` per limit: resources
     /// `memory`, `swap`, `cpu`, `pids`, `io`, `disk`; mechanisms `cgroup-v1`, `cgroup-v2`,
-    /// `rlimit` or `none`. For example `memory:cgroup-v1` or `cpu:none`.
+    /// `rlimit` or `none`, and for the disk how its use is tracked (`inotify`: incrementally,
+    /// `walk`: by walking the directory; the agent stops a server over its limit). For example
+    /// `memory:cgroup-v1`, `cpu:none` or `disk:inotify`.
     pub fn enforced_limits(&self) -> Vec<String> {
-        self.enforcement.describe()
+        let disk = format!("disk:{}", self.usage.mode());
+        self.enforcement.describe().into_iter().map(|l| if l == "disk:none" { disk.clone() } else { l }).collect()
     }
 
     fn with<T>(&self, id: ServerId, f: impl FnOnce(&mut Managed) -> Result<T>) -> Result<T> {
@@ -806,6 +810,7 @@ impl Runtime for ProcessRuntime {
             }
         }
         self.servers.lock().expect("servers lock").remove(&id);
+        self.usage.forget(id);
         Ok(())
     }
 
@@ -828,7 +833,8 @@ impl Runtime for ProcessRuntime {
                 None => (0, Instant::now(), false, m.dir.clone(), None, None),
             })
         })?;
-        let disk_bytes = tokio::task::spawn_blocking(move || dir_size(&dir))
+        let usage = self.usage.clone();
+        let disk_bytes = tokio::task::spawn_blocking(move || usage.measure(id, &dir))
             .await
             .map_err(|e| Error::internal("disk usage walk failed", e))?;
         if !running {

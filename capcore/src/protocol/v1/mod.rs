@@ -67,7 +67,7 @@ pub struct NodeFacts {
     /// one is missing).
     pub runtimes: Vec<String>,
     /// Which limits the runtime enforces here (`memory:cgroup-v1`, `pids:rlimit`,
-    /// `cpu:docker`, `disk:watch`, ...).
+    /// `cpu:docker`, `disk:inotify`, ...).
     pub enforced_limits: Vec<String>,
     /// Why a configured runtime is missing, e.g. `docker: the Docker engine at ... is
     /// unreachable: ...`.
