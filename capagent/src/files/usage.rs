@@ -314,7 +314,8 @@ mod tests {
         std::fs::write(dir.join("world/region/r.0.0.mca"), vec![1u8; 4096]).unwrap();
         std::fs::write(dir.join("server.properties"), b"motd=hi\n").unwrap();
         assert_eq!(usage.measure(server, &dir), 4096 + 8);
-        let steps: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+        type Change = Box<dyn Fn(&Path)>;
+        let steps: Vec<(&str, Change)> = vec![
             ("a file grows", Box::new(|d| std::fs::write(d.join("server.properties"), vec![b'x'; 100]).unwrap())),
             (
                 "a new deep tree",
