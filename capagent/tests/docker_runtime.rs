@@ -164,3 +164,36 @@ async fn an_unreachable_engine_is_named_and_the_agent_registers_without_docker()
     let err = agent.runtime().create(spec).await.unwrap_err();
     assert!(err.to_string().contains("the docker runtime is unavailable on this node"), "{err}");
 }
+
+#[tokio::test]
+async fn on_a_network_of_its_own_a_container_reports_its_traffic() {
+    let Some((host_rt, mut config, image)) = docker("network").await else { return };
+    let engine = bollard::Docker::connect_with_host(config.host.as_deref().unwrap()).unwrap();
+    let network = format!("cap-test-net-{}", std::process::id());
+    let options = bollard::models::NetworkCreateRequest { name: network.clone(), ..Default::default() };
+    engine.create_network(options).await.unwrap();
+    config.network_mode = network.clone();
+    let rt = DockerRuntime::connect(config).await.unwrap();
+    let mut spec = support::spec(&[], StopAction::Command("stop".into()));
+    spec.argv[0] = support::docker::GAME.into();
+    spec.image = Some(image.clone());
+    let id = spec.server_id;
+    rt.create(spec).await.unwrap();
+    rt.start(id).await.unwrap();
+    rt.wait_ready(id).await.unwrap();
+    let stats = rt.stats(id).await.unwrap();
+    assert!(stats.network.is_some(), "the container's own interface is counted: {stats:?}");
+    rt.stop(id, std::time::Duration::from_secs(20)).await.unwrap();
+    rt.remove(id).await.unwrap();
+    engine.remove_network(&network).await.unwrap();
+    // With host networking (the default) there is nothing of its own to count.
+    let mut spec = support::spec(&[], StopAction::Command("stop".into()));
+    spec.argv[0] = support::docker::GAME.into();
+    spec.image = Some(image);
+    let id = spec.server_id;
+    host_rt.create(spec).await.unwrap();
+    host_rt.start(id).await.unwrap();
+    host_rt.wait_ready(id).await.unwrap();
+    assert_eq!(host_rt.stats(id).await.unwrap().network, None);
+    host_rt.remove(id).await.unwrap();
+}

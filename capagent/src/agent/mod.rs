@@ -471,6 +471,7 @@ impl Agent {
                         memory_bytes: st.memory_bytes,
                         disk_bytes: st.disk_bytes,
                         uptime_ms: st.uptime.as_millis() as u64,
+                        network: st.network,
                     },
                 );
             }

@@ -757,11 +757,20 @@ impl Runtime for DockerRuntime {
             .and_then(|s| s.get("total_inactive_file").or(s.get("inactive_file")).or(s.get("cache")).copied())
             .unwrap_or(0);
         let memory_bytes = memory.usage.unwrap_or(0).saturating_sub(cache);
+        // Per interface, on networks of the container's own (none with host networking).
+        let network = sample.networks.filter(|n| !n.is_empty()).map(|networks| {
+            networks.values().fold(capcore::protocol::v1::NetworkUse::default(), |sum, n| {
+                capcore::protocol::v1::NetworkUse {
+                    rx_bytes: sum.rx_bytes + n.rx_bytes.unwrap_or(0),
+                    tx_bytes: sum.tx_bytes + n.tx_bytes.unwrap_or(0),
+                }
+            })
+        });
         self.with(id, |m| {
             m.last_cpu = Some((used, system));
             Ok(())
         })?;
-        Ok(RuntimeStats { cpu_percent, memory_bytes, disk_bytes, uptime: started.elapsed() })
+        Ok(RuntimeStats { cpu_percent, memory_bytes, disk_bytes, uptime: started.elapsed(), network })
     }
 }
 

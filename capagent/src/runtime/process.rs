@@ -854,7 +854,8 @@ impl Runtime for ProcessRuntime {
             m.last_cpu = Some((ticks, now));
             Ok(())
         })?;
-        Ok(RuntimeStats { cpu_percent, memory_bytes, disk_bytes, uptime })
+        // Host processes share the host's interfaces: no per-server traffic to tell.
+        Ok(RuntimeStats { cpu_percent, memory_bytes, disk_bytes, uptime, network: None })
     }
 }
 

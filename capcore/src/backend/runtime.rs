@@ -52,6 +52,8 @@ pub struct RuntimeStats {
     pub memory_bytes: u64,
     pub disk_bytes: u64,
     pub uptime: Duration,
+    /// Bytes received and sent, where the runtime can tell (a container on its own network).
+    pub network: Option<crate::protocol::v1::NetworkUse>,
 }
 
 #[async_trait]

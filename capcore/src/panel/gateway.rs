@@ -390,8 +390,10 @@ impl Connection {
         match envelope.event {
             Event::Console { stream, line } => self.s.live.console(id, stream, &line),
             Event::Backup { backup } => self.s.live.backup(id, &backup),
-            Event::Stats { cpu_percent, memory_bytes, disk_bytes, uptime_ms } => {
-                self.s.live.stats(id, cpu_percent, memory_bytes, disk_bytes, uptime_ms)
+            Event::Stats { cpu_percent, memory_bytes, disk_bytes, uptime_ms, network } => {
+                let sample =
+                    crate::panel::live::StatsSample { at_ms: 0, cpu_percent, memory_bytes, disk_bytes, network };
+                self.s.live.stats(id, sample, uptime_ms)
             }
             Event::State { state, exit } => {
                 let Some(state) = ServerState::parse(&state) else {

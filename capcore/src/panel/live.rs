@@ -57,6 +57,9 @@ pub struct StatsSample {
     pub cpu_percent: f64,
     pub memory_bytes: u64,
     pub disk_bytes: u64,
+    /// Bytes received and sent since the server started, where the runtime can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::protocol::v1::NetworkUse>,
 }
 
 fn now_ms() -> i64 {
@@ -165,15 +168,17 @@ impl LiveHub {
         let _ = self.feed(id).tx.send(LiveFrame { needs: None, json });
     }
 
-    pub fn stats(&self, id: ServerId, cpu_percent: f64, memory_bytes: u64, disk_bytes: u64, uptime_ms: u64) {
-        let json = Utf8Bytes::from(
-            json!({"type": "stats", "cpu_percent": cpu_percent, "memory_bytes": memory_bytes,
-                   "disk_bytes": disk_bytes, "uptime_ms": uptime_ms})
-            .to_string(),
-        );
+    /// A server's resource use (`sample.at_ms` is set here, to when it arrived).
+    pub fn stats(&self, id: ServerId, sample: StatsSample, uptime_ms: u64) {
+        let mut frame = json!({"type": "stats", "cpu_percent": sample.cpu_percent, "memory_bytes": sample.memory_bytes,
+                   "disk_bytes": sample.disk_bytes, "uptime_ms": uptime_ms});
+        if let Some(network) = sample.network {
+            frame["network"] = json!(network);
+        }
+        let json = Utf8Bytes::from(frame.to_string());
         let feed = self.feed(id);
         *feed.stats.lock().expect("stats lock") = Some(json.clone());
-        remember_sample(&feed, StatsSample { at_ms: now_ms(), cpu_percent, memory_bytes, disk_bytes });
+        remember_sample(&feed, StatsSample { at_ms: now_ms(), ..sample });
         self.share(id, 0, FrameKind::Stats, &json);
         let _ = feed.tx.send(LiveFrame { needs: None, json });
     }
@@ -200,6 +205,7 @@ impl LiveHub {
                         cpu_percent: v["cpu_percent"].as_f64().unwrap_or(0.0),
                         memory_bytes: v["memory_bytes"].as_u64().unwrap_or(0),
                         disk_bytes: v["disk_bytes"].as_u64().unwrap_or(0),
+                        network: serde_json::from_value(v["network"].clone()).ok(),
                     };
                     remember_sample(&feed, sample);
                 }
@@ -590,7 +596,9 @@ mod history_tests {
         let id = ServerId(uuid::Uuid::from_u128(5));
         assert!(hub.history(id).is_empty());
         for i in 0..(HISTORY_SAMPLES as u64 + 30) {
-            hub.stats(id, i as f64, i, 2 * i, 0);
+            let sample =
+                StatsSample { at_ms: 0, cpu_percent: i as f64, memory_bytes: i, disk_bytes: 2 * i, network: None };
+            hub.stats(id, sample, 0);
         }
         let history = hub.history(id);
         assert_eq!(history.len(), HISTORY_SAMPLES, "bounded");

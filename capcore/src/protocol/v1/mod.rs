@@ -341,9 +341,26 @@ pub enum Event {
     /// Console output.
     Console { stream: ConsoleStream, line: String },
     /// Resource use, every few seconds while running.
-    Stats { cpu_percent: f64, memory_bytes: u64, disk_bytes: u64, uptime_ms: u64 },
+    Stats {
+        cpu_percent: f64,
+        memory_bytes: u64,
+        disk_bytes: u64,
+        uptime_ms: u64,
+        /// Where the runtime can tell.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<NetworkUse>,
+    },
     /// A backup being made: about once a second while it runs, and when it ends.
     Backup { backup: backups::BackupRecord },
+}
+
+/// A server's network traffic since its start: bytes received and sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "panel", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NetworkUse {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -118,6 +118,21 @@ fn agent_messages_match_their_golden_files() {
                 memory_bytes: 268_435_456,
                 disk_bytes: 1_048_576,
                 uptime_ms: 60_000,
+                network: None,
+            },
+        }),
+    );
+    golden_json(
+        "agent_event_stats_network",
+        &AgentMessage::Event(EventEnvelope {
+            server_id: server(),
+            seq: 44,
+            event: Event::Stats {
+                cpu_percent: 3.0,
+                memory_bytes: 1024,
+                disk_bytes: 0,
+                uptime_ms: 5_000,
+                network: Some(NetworkUse { rx_bytes: 9_000, tx_bytes: 120 }),
             },
         }),
     );
