@@ -32,6 +32,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// What a watched directory holds, as last seen.
 #[derive(Debug)]
@@ -48,7 +49,24 @@ struct Tracked {
     total: u64,
     /// Walk again at the next measurement (events were lost, or a watch could not be added).
     stale: bool,
+    /// Directories watched.
+    watches: usize,
+    /// Since when this directory is measured by walking it: it has more directories than a
+    /// server may watch, or the node ran out of watches. Watching is tried again later.
+    walking_since: Option<Instant>,
 }
+
+impl Tracked {
+    fn new(root: &Path) -> Self {
+        Self { root: root.to_path_buf(), total: 0, stale: false, watches: 0, walking_since: None }
+    }
+}
+
+/// Directories one server may have watched; past it, its directory is walked instead.
+pub const WATCHES_PER_SERVER: usize = 100_000;
+
+/// How long a directory that could not be watched is walked before watching is tried again.
+const RETRY_WATCHING: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Default)]
 struct State {
@@ -62,6 +80,7 @@ pub struct DiskUsage {
     inotify: Option<Inotify>,
     state: Mutex<State>,
     walks: AtomicU64,
+    watch_limit: usize,
 }
 
 impl Default for DiskUsage {
@@ -91,7 +110,13 @@ impl DiskUsage {
                 None
             }
         };
-        Self { inotify, state: Mutex::new(State::default()), walks: AtomicU64::new(0) }
+        Self { inotify, state: Mutex::new(State::default()), walks: AtomicU64::new(0), watch_limit: WATCHES_PER_SERVER }
+    }
+
+    /// With at most `limit` directories watched per server (instead of [`WATCHES_PER_SERVER`]).
+    pub fn with_watch_limit(mut self, limit: usize) -> Self {
+        self.watch_limit = limit;
+        self
     }
 
     /// `inotify` (incremental) or `walk` (every measurement walks the directory).
@@ -113,17 +138,42 @@ impl DiskUsage {
         };
         let mut state = self.state.lock().expect("disk usage lock");
         self.apply_events(inotify, &mut state);
+        let walking = state.servers.get(&server).and_then(|t| t.walking_since.filter(|_| t.root == dir));
+        if walking.is_some_and(|since| since.elapsed() < RETRY_WATCHING) {
+            self.walks.fetch_add(1, Ordering::Relaxed);
+            return crate::runtime::process::dir_size(dir);
+        }
         let fresh = match state.servers.get(&server) {
             Some(t) => t.stale || t.root != dir,
             None => true,
         };
         if fresh {
             self.forget_locked(inotify, &mut state, server);
-            state.servers.insert(server, Tracked { root: dir.to_path_buf(), total: 0, stale: false });
+            state.servers.insert(server, Tracked::new(dir));
             self.walks.fetch_add(1, Ordering::Relaxed);
             self.add_tree(inotify, &mut state, server, dir);
+            if state.servers.get(&server).is_some_and(|t| t.stale) {
+                // Not all of it could be watched: what was counted is partial, so the
+                // directory is walked (now, and for a while).
+                self.forget_locked(inotify, &mut state, server);
+                state.servers.insert(server, Tracked { walking_since: Some(Instant::now()), ..Tracked::new(dir) });
+                self.walks.fetch_add(1, Ordering::Relaxed);
+                return crate::runtime::process::dir_size(dir);
+            }
+            if state.servers.get(&server).is_some_and(|t| t.watches == 0) {
+                // No directory there (yet): looked for again at the next measurement.
+                state.servers.remove(&server);
+                return 0;
+            }
         }
         state.servers.get(&server).map_or(0, |t| t.total)
+    }
+
+    /// Whether `server`'s directory is being measured by walking it (it could not all be
+    /// watched).
+    pub fn walking(&self, server: ServerId) -> bool {
+        let state = self.state.lock().expect("disk usage lock");
+        self.inotify.is_none() || state.servers.get(&server).is_some_and(|t| t.walking_since.is_some())
     }
 
     /// Stops tracking a server's directory (it was deleted, or its files replaced).
@@ -148,6 +198,13 @@ impl DiskUsage {
     fn add_tree(&self, inotify: &Inotify, state: &mut State, server: ServerId, dir: &Path) {
         let mut stack = vec![dir.to_path_buf()];
         while let Some(path) = stack.pop() {
+            if state.servers.get(&server).is_none_or(|t| t.watches >= self.watch_limit) {
+                tracing::info!(server = %server, "more than {} directories: this server's disk use is walked instead", self.watch_limit);
+                if let Some(t) = state.servers.get_mut(&server) {
+                    t.stale = true;
+                }
+                return;
+            }
             // Watched before it is read: a change during the read comes as an event, and
             // applying an event sets what is there then, so nothing is counted twice.
             let wd = match inotify.add_watch(&path, watch_flags()) {
@@ -180,6 +237,7 @@ impl DiskUsage {
             let sum: u64 = files.values().sum();
             if let Some(t) = state.servers.get_mut(&server) {
                 t.total += sum;
+                t.watches += 1;
             }
             state.dirs.insert(wd, Dir { server, path, files });
         }
@@ -198,6 +256,7 @@ impl DiskUsage {
                 let sum: u64 = dir.files.values().sum();
                 if let Some(t) = state.servers.get_mut(&server) {
                     t.total = t.total.saturating_sub(sum);
+                    t.watches = t.watches.saturating_sub(1);
                 }
             }
             let _ = inotify.rm_watch(wd);
@@ -237,8 +296,22 @@ impl DiskUsage {
                 }
             }
         }
-        // What is gone first, then what appeared: a directory moved within the tree is
-        // unwatched at its old path before it is watched at its new one.
+        // Directories deleted themselves first (their files' deletions came before).
+        for wd in ignored {
+            // The server's own directory deleted means it is walked again at the next measurement.
+            if let Some(dir) = state.dirs.remove(&wd) {
+                let sum: u64 = dir.files.values().sum();
+                if let Some(t) = state.servers.get_mut(&dir.server) {
+                    t.total = t.total.saturating_sub(sum);
+                    t.watches = t.watches.saturating_sub(1);
+                    t.stale |= t.root == dir.path;
+                }
+            }
+        }
+        // Then every changed name: whatever was watched at a path is unwatched before anything
+        // is watched there again, so a directory moved within the tree, two directories
+        // swapped, or one deleted and made again under the same name are each counted once,
+        // at the path they have now.
         let mut appeared = Vec::new();
         for (wd, name) in changed {
             let Some(dir) = state.dirs.get(&wd) else { continue };
@@ -256,27 +329,13 @@ impl DiskUsage {
             } else {
                 self.uncount(state, wd, server, &name, before);
             }
-            match now {
-                Ok(m) if m.is_dir() => appeared.push((server, path)),
-                // Not a directory (any more): whatever was watched there is gone.
-                _ => self.remove_tree(inotify, state, server, &path),
+            self.remove_tree(inotify, state, server, &path);
+            if now.is_ok_and(|m| m.is_dir()) {
+                appeared.push((server, path));
             }
         }
         for (server, path) in appeared {
-            if !state.dirs.values().any(|d| d.path == path) {
-                self.add_tree(inotify, state, server, &path);
-            }
-        }
-        for wd in ignored {
-            // The directory itself was deleted (its files' deletions came first); the server's
-            // own directory deleted means it is walked again at the next measurement.
-            if let Some(dir) = state.dirs.remove(&wd) {
-                let sum: u64 = dir.files.values().sum();
-                if let Some(t) = state.servers.get_mut(&dir.server) {
-                    t.total = t.total.saturating_sub(sum);
-                    t.stale |= t.root == dir.path;
-                }
-            }
+            self.add_tree(inotify, state, server, &path);
         }
     }
 
@@ -394,6 +453,105 @@ mod tests {
         std::fs::write(dir.join("sub/more"), vec![0u8; 12]).unwrap();
         assert_eq!(usage.measure(server, &dir), 42);
         assert_eq!(usage.walks(), 2, "walked again once, after the swap");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_deleted_and_made_again_or_swapped_is_counted_where_it_is_now() {
+        let usage = DiskUsage::new();
+        let dir = scratch("remade");
+        let server = ServerId(uuid::Uuid::from_u128(4));
+        std::fs::create_dir_all(dir.join("a/deep")).unwrap();
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        std::fs::write(dir.join("a/deep/one"), vec![0u8; 100]).unwrap();
+        std::fs::write(dir.join("b/two"), vec![0u8; 7]).unwrap();
+        assert_eq!(usage.measure(server, &dir), 107);
+        type Change = Box<dyn Fn(&Path)>;
+        let steps: Vec<(&str, Change)> = vec![
+            (
+                "deleted and made again under the same name",
+                Box::new(|d| {
+                    std::fs::remove_dir_all(d.join("a")).unwrap();
+                    std::fs::create_dir_all(d.join("a/deep")).unwrap();
+                    std::fs::write(d.join("a/deep/one"), vec![0u8; 40]).unwrap();
+                }),
+            ),
+            ("a file in the new one", Box::new(|d| std::fs::write(d.join("a/deep/more"), vec![0u8; 3]).unwrap())),
+            (
+                "two directories swapped",
+                Box::new(|d| {
+                    std::fs::rename(d.join("a"), d.join("t")).unwrap();
+                    std::fs::rename(d.join("b"), d.join("a")).unwrap();
+                    std::fs::rename(d.join("t"), d.join("b")).unwrap();
+                }),
+            ),
+            (
+                "files change in both after the swap",
+                Box::new(|d| {
+                    std::fs::write(d.join("a/two"), vec![0u8; 1000]).unwrap();
+                    std::fs::write(d.join("b/deep/one"), vec![0u8; 1]).unwrap();
+                }),
+            ),
+            (
+                "a file replaced by a directory of the same name",
+                Box::new(|d| {
+                    std::fs::remove_file(d.join("a/two")).unwrap();
+                    std::fs::create_dir(d.join("a/two")).unwrap();
+                    std::fs::write(d.join("a/two/inner"), vec![0u8; 9]).unwrap();
+                }),
+            ),
+            (
+                "then the new directory changes",
+                Box::new(|d| std::fs::write(d.join("a/two/inner"), vec![0u8; 90]).unwrap()),
+            ),
+        ];
+        for (what, change) in steps {
+            change(&dir);
+            assert_eq!(usage.measure(server, &dir), dir_size(&dir), "after: {what}");
+        }
+        assert_eq!(usage.walks(), 1, "only the first measurement walked");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_with_more_directories_than_may_be_watched_is_walked() {
+        let usage = DiskUsage::new().with_watch_limit(3);
+        let dir = scratch("many");
+        let server = ServerId(uuid::Uuid::from_u128(5));
+        for i in 0..5 {
+            std::fs::create_dir_all(dir.join(format!("d{i}"))).unwrap();
+            std::fs::write(dir.join(format!("d{i}/f")), vec![0u8; 10 + i]).unwrap();
+        }
+        assert_eq!(usage.measure(server, &dir), dir_size(&dir), "all of it, not what the watches saw");
+        assert!(usage.walking(server));
+        std::fs::write(dir.join("d4/g"), vec![0u8; 5]).unwrap();
+        assert_eq!(usage.measure(server, &dir), dir_size(&dir));
+        // Under the limit, a server beside it is still tracked by its watches.
+        let small = scratch("few");
+        let other = ServerId(uuid::Uuid::from_u128(6));
+        std::fs::write(small.join("x"), vec![0u8; 4]).unwrap();
+        let walks = usage.walks();
+        assert_eq!(usage.measure(other, &small), 4);
+        std::fs::write(small.join("y"), vec![0u8; 6]).unwrap();
+        assert_eq!(usage.measure(other, &small), 10);
+        assert!(!usage.walking(other));
+        assert_eq!(usage.walks(), walks + 1, "the small one walked once");
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&small).unwrap();
+    }
+
+    #[test]
+    fn a_directory_made_after_its_first_measurement_is_counted() {
+        let usage = DiskUsage::new();
+        let dir = scratch("later");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let server = ServerId(uuid::Uuid::from_u128(8));
+        assert_eq!(usage.measure(server, &dir), 0, "nothing there yet");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/f"), vec![0u8; 33]).unwrap();
+        assert_eq!(usage.measure(server, &dir), 33);
+        std::fs::write(dir.join("g"), vec![0u8; 2]).unwrap();
+        assert_eq!(usage.measure(server, &dir), 35);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
