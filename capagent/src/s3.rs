@@ -41,8 +41,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 /// Files larger than this go up in parts of this size (S3 takes parts of 5 MiB to 5 GiB, and
 /// at most 10,000 of them: 640 GB at this size).
 pub const PART: u64 = 64 * 1024 * 1024;
-/// How long connecting and waiting for a response's head may take.
-const TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request may go without any progress (connecting, sending, or receiving a byte)
+/// before it fails: a slow transfer goes on as long as it moves.
+pub const STALL: Duration = Duration::from_secs(60);
 /// Bytes read from a file per body frame.
 const CHUNK: usize = 256 * 1024;
 
@@ -56,6 +57,7 @@ pub struct Bucket {
     /// `host` or `host:port` as the `Host` header says it.
     authority: String,
     connector: Option<tokio_rustls::TlsConnector>,
+    stall: Duration,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -85,12 +87,20 @@ impl Bucket {
         if authority.is_empty() || authority.contains('/') || authority.contains('@') {
             return Err(format!("the S3 endpoint `{}` must be a scheme and a host (and port) only", config.endpoint));
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                let port = port.parse().map_err(|_| format!("the S3 endpoint `{}` has a bad port", config.endpoint))?;
-                (host.trim_start_matches('[').trim_end_matches(']').to_string(), port)
+        let bad_port = || format!("the S3 endpoint `{}` has a bad port", config.endpoint);
+        let default_port = if tls { 443 } else { 80 };
+        // `host`, `host:port`, `[v6]` or `[v6]:port`.
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(bad_port)?;
+            match after {
+                "" => (host.to_string(), default_port),
+                after => (host.to_string(), after.strip_prefix(':').and_then(|p| p.parse().ok()).ok_or_else(bad_port)?),
             }
-            _ => (authority.to_string(), if tls { 443 } else { 80 }),
+        } else {
+            match authority.split_once(':') {
+                Some((host, port)) => (host.to_string(), port.parse().map_err(|_| bad_port())?),
+                None => (authority.to_string(), default_port),
+            }
         };
         for (what, value) in
             [("bucket", &config.bucket), ("region", &config.region), ("access key", &config.access_key)]
@@ -116,7 +126,13 @@ impl Bucket {
             Some(Err(e)) => return Err(format!("cannot set up TLS: {e}")),
             None => None,
         };
-        Ok(Self { authority: authority.to_string(), host, port, tls, config, connector })
+        Ok(Self { authority: authority.to_string(), host, port, tls, config, connector, stall: STALL })
+    }
+
+    /// With requests failing after `stall` without progress (instead of [`STALL`]).
+    pub fn with_stall(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
     }
 
     pub fn config(&self) -> &S3Config {
@@ -201,7 +217,7 @@ impl Bucket {
     }
 
     /// An object's length and its body, streamed; `NotFound` if there is none.
-    pub async fn get(&self, key: &str) -> Result<(u64, Incoming)> {
+    pub async fn get(&self, key: &str) -> Result<(u64, ObjectBody)> {
         let response = self.send(Method::GET, key, &[], empty(), Some(0)).await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Err(Error::not_found("backup object"));
@@ -213,22 +229,28 @@ impl Bucket {
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0);
-        Ok((len, response.into_body()))
+            .ok_or_else(|| {
+                Error::unavailable("S3 sent the object without its length", std::io::Error::other("no Content-Length"))
+            })?;
+        Ok((len, ObjectBody { body: response.into_body(), stall: self.stall }))
     }
 
     /// Downloads an object into a new file at `path`; returns its length.
     pub async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64> {
         use tokio::io::AsyncWriteExt;
-        let (_, mut body) = self.get(key).await?;
+        let (len, mut body) = self.get(key).await?;
         let mut file = tokio::fs::File::create(path).await.map_err(unavailable("cannot create the download's file"))?;
         let mut written = 0u64;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| Error::unavailable("the download from S3 broke off", e))?;
-            if let Ok(data) = frame.into_data() {
-                file.write_all(&data).await.map_err(unavailable("cannot write the download"))?;
-                written += data.len() as u64;
-            }
+        while let Some(data) = body.next().await {
+            let data = data?;
+            file.write_all(&data).await.map_err(unavailable("cannot write the download"))?;
+            written += data.len() as u64;
+        }
+        if written != len {
+            return Err(Error::unavailable(
+                format!("S3 sent {written} of the object's {len} bytes"),
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            ));
         }
         file.sync_all().await.map_err(unavailable("cannot write the download"))?;
         Ok(written)
@@ -294,15 +316,25 @@ impl Bucket {
             request = request.header(hyper::header::CONTENT_LENGTH, len);
         }
         let request = request.body(body).map_err(|e| Error::internal("cannot build an S3 request", e))?;
-        tokio::time::timeout(TIMEOUT, self.round_trip(request)).await.map_err(|_| {
-            Error::unavailable(
-                format!("S3 at {} did not answer within {TIMEOUT:?}", self.config.endpoint),
-                std::io::Error::from(std::io::ErrorKind::TimedOut),
-            )
-        })?
+        let progress = Progress::new();
+        let trip = self.round_trip(request, progress.clone());
+        tokio::pin!(trip);
+        loop {
+            let idle = progress.idle();
+            if idle >= self.stall {
+                return Err(Error::unavailable(
+                    format!("S3 at {} made no progress for {:?}", self.config.endpoint, self.stall),
+                    std::io::Error::from(std::io::ErrorKind::TimedOut),
+                ));
+            }
+            tokio::select! {
+                done = &mut trip => return done,
+                () = tokio::time::sleep(self.stall - idle) => {}
+            }
+        }
     }
 
-    async fn round_trip(&self, request: Request<Body>) -> Result<Response<Incoming>> {
+    async fn round_trip(&self, request: Request<Body>, progress: Progress) -> Result<Response<Incoming>> {
         let reach = |e: std::io::Error| Error::unavailable(format!("cannot reach S3 at {}", self.config.endpoint), e);
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.map_err(reach)?;
         let _ = tcp.set_nodelay(true);
@@ -311,9 +343,9 @@ impl Bucket {
                 let name = tokio_rustls::rustls::pki_types::ServerName::try_from(self.host.clone())
                     .map_err(|e| Error::invalid("s3.endpoint", format!("`{}` is not a host name: {e}", self.host)))?;
                 let tls = connector.connect(name, tcp).await.map_err(reach)?;
-                exchange(hyper_io(tls), request).await
+                exchange(TokioIo(tls, progress), request).await
             }
-            None => exchange(hyper_io(tcp), request).await,
+            None => exchange(TokioIo(tcp, progress), request).await,
         }
         .map_err(|e| Error::unavailable(format!("the request to S3 at {} failed", self.config.endpoint), e))
         .inspect(|_| debug_assert!(self.tls == self.connector.is_some()))
@@ -362,13 +394,21 @@ async fn expect_ok(response: Response<Incoming>, what: &str) -> Result<String> {
     if !response.status().is_success() {
         return Err(failure(response, what).await);
     }
-    let body = response.into_body().collect().await.map_err(|e| Error::unavailable(format!("cannot {what}"), e))?;
+    let body = tokio::time::timeout(STALL, response.into_body().collect())
+        .await
+        .map_err(|_| Error::unavailable(format!("cannot {what}"), std::io::Error::from(std::io::ErrorKind::TimedOut)))?
+        .map_err(|e| Error::unavailable(format!("cannot {what}"), e))?;
     Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
 
 async fn failure(response: Response<Incoming>, what: &str) -> Error {
     let status = response.status();
-    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = tokio::time::timeout(STALL, response.into_body().collect())
+        .await
+        .ok()
+        .and_then(|b| b.ok())
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&body);
     let code = xml_value(&text, "Code").unwrap_or_default();
     let message = xml_value(&text, "Message").unwrap_or_default();
@@ -447,15 +487,63 @@ fn authorization(
     format!("AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}", config.access_key)
 }
 
-/// Tokio I/O as hyper's.
-fn hyper_io<T>(io: T) -> TokioIo<T> {
-    TokioIo(io)
+/// An object's body, read frame by frame; a read that waits longer than the bucket's stall
+/// time fails.
+#[derive(Debug)]
+pub struct ObjectBody {
+    body: Incoming,
+    stall: Duration,
+}
+
+impl ObjectBody {
+    /// The next bytes of the object; `None` at its end.
+    pub async fn next(&mut self) -> Option<Result<Bytes>> {
+        loop {
+            let frame = match tokio::time::timeout(self.stall, self.body.frame()).await {
+                Err(_) => {
+                    return Some(Err(Error::unavailable(
+                        format!("the download from S3 stalled for {:?}", self.stall),
+                        std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    )));
+                }
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => return Some(Err(Error::unavailable("the download from S3 broke off", e))),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                return Some(Ok(data));
+            }
+        }
+    }
+}
+
+/// When a connection last moved a byte (or was opened).
+#[derive(Clone, Debug)]
+struct Progress {
+    origin: std::time::Instant,
+    /// Milliseconds from `origin`.
+    last: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self { origin: std::time::Instant::now(), last: Arc::default() }
+    }
+
+    fn moved(&self) {
+        self.last.store(self.origin.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
 }
 
 /// Adapts a Tokio stream to hyper's I/O traits (hyper-util has the same; this avoids its
-/// client features for one type).
+/// client features for one type), noting each byte moved.
 #[derive(Debug)]
-struct TokioIo<T>(T);
+struct TokioIo<T>(T, Progress);
 
 impl<T: tokio::io::AsyncRead + Unpin> hyper::rt::Read for TokioIo<T> {
     fn poll_read(
@@ -470,6 +558,9 @@ impl<T: tokio::io::AsyncRead + Unpin> hyper::rt::Read for TokioIo<T> {
         let mut read_buf = tokio::io::ReadBuf::new(&mut scratch[..room]);
         match std::pin::Pin::new(&mut self.0).poll_read(cx, &mut read_buf) {
             std::task::Poll::Ready(Ok(())) => {
+                if !read_buf.filled().is_empty() {
+                    self.1.moved();
+                }
                 buf.put_slice(read_buf.filled());
                 std::task::Poll::Ready(Ok(()))
             }
@@ -484,7 +575,11 @@ impl<T: tokio::io::AsyncWrite + Unpin> hyper::rt::Write for TokioIo<T> {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+        let written = std::pin::Pin::new(&mut self.0).poll_write(cx, buf);
+        if matches!(written, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.1.moved();
+        }
+        written
     }
 
     fn poll_flush(
@@ -556,7 +651,19 @@ mod tests {
         assert_eq!((b.host.as_str(), b.port, b.authority.as_str()), ("127.0.0.1", 9000, "127.0.0.1:9000"));
         let b = Bucket::new(S3Config { endpoint: "https://s3.amazonaws.com/".into(), ..good.clone() }).unwrap();
         assert_eq!((b.host.as_str(), b.port), ("s3.amazonaws.com", 443));
-        for bad in ["s3.amazonaws.com", "http://", "http://h/path", "http://u@h", "http://h:port"] {
+        let b = Bucket::new(S3Config { endpoint: "http://[::1]:9000".into(), ..good.clone() }).unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.authority.as_str()), ("::1", 9000, "[::1]:9000"));
+        let b = Bucket::new(S3Config { endpoint: "https://[2001:db8::5]".into(), ..good.clone() }).unwrap();
+        assert_eq!((b.host.as_str(), b.port), ("2001:db8::5", 443));
+        for bad in [
+            "s3.amazonaws.com",
+            "http://",
+            "http://h/path",
+            "http://u@h",
+            "http://h:port",
+            "http://[::1",
+            "http://[::1]x",
+        ] {
             assert!(Bucket::new(S3Config { endpoint: bad.into(), ..good.clone() }).is_err(), "{bad}");
         }
         assert!(Bucket::new(S3Config { bucket: " ".into(), ..good.clone() }).unwrap_err().contains("bucket"));

@@ -98,7 +98,6 @@ pub(crate) async fn delete(bucket: &Offsite, key: &str) -> Result<()> {
 pub(crate) async fn stream(bucket: &Offsite, key: &str, mut out: Outgoing) -> Result<u64> {
     #[cfg(feature = "s3")]
     {
-        use http_body_util::BodyExt;
         let (len, mut body) = match bucket.get(key).await {
             Ok(got) => got,
             Err(e) => {
@@ -108,14 +107,11 @@ pub(crate) async fn stream(bucket: &Offsite, key: &str, mut out: Outgoing) -> Re
         };
         tokio::spawn(async move {
             let mut sent = 0u64;
-            while let Some(frame) = body.frame().await {
-                let data = match frame {
-                    Ok(frame) => match frame.into_data() {
-                        Ok(data) => data,
-                        Err(_) => continue,
-                    },
+            while let Some(data) = body.next().await {
+                let data = match data {
+                    Ok(data) => data,
                     Err(e) => {
-                        out.reset(&format!("the download from S3 broke off: {e}")).await;
+                        out.reset(&e.to_string()).await;
                         return;
                     }
                 };
