@@ -96,7 +96,14 @@ async fn the_container_is_confined_and_limited() {
     assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
     assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_string()]));
     let dir = config.servers_dir.join(id.to_string()).display().to_string();
-    assert_eq!(host.binds, Some(vec![format!("{dir}:/home/container:rw")]), "the server's directory is the only bind");
+    let mounts: Vec<_> = host
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| (m.source.unwrap_or_default(), m.target.unwrap_or_default(), m.read_only.unwrap_or(false)))
+        .collect();
+    assert_eq!(mounts, [(dir, "/home/container".to_string(), false)], "the server's directory is the only mount");
+    assert_eq!(host.binds, None);
     rt.remove(id).await.unwrap();
     assert!(engine.inspect_container(&format!("cap-{id}"), None).await.is_err(), "the container is gone");
 }
@@ -196,4 +203,58 @@ async fn on_a_network_of_its_own_a_container_reports_its_traffic() {
     host_rt.wait_ready(id).await.unwrap();
     assert_eq!(host_rt.stats(id).await.unwrap().network, None);
     host_rt.remove(id).await.unwrap();
+}
+
+/// Whether the engine's container of that name is gone (waiting for its removal if it is being
+/// removed).
+async fn gone(engine: &bollard::Docker, name: &str) -> bool {
+    use futures::StreamExt;
+    let options = bollard::query_parameters::WaitContainerOptions { condition: "removed".into() };
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        // Ends when it is removed (a non-zero exit code comes as an error), or at once with 404.
+        engine.wait_container(name, Some(options)).next().await
+    })
+    .await;
+    waited.is_ok() && engine.inspect_container(name, None).await.is_err_and(|e| e.to_string().contains("404"))
+}
+
+#[tokio::test]
+async fn installed_files_go_to_the_game_user_without_setuid_bits_and_no_install_container_stays() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // A directory with `:` in its path: mounts, not `Binds` strings, keep it one path.
+    let Some((rt, config, image)) = docker("install:colon").await else { return };
+    let engine = bollard::Docker::connect_with_host(config.host.as_deref().unwrap()).unwrap();
+    let spec = shell(&image, "true", Limits::default());
+    let id = spec.server_id;
+    rt.create(spec).await.unwrap();
+    let dir = config.servers_dir.join(id.to_string());
+    let game_uid = std::fs::metadata(&dir).unwrap().uid();
+    let script = r#"cd "$SERVER_DIR" && echo hi > plain && cp /bin/busybox tool && chmod 4755 tool \
+        && chmod 2775 plain && mkdir -p deep/er && echo x > deep/er/f && ln -s /etc/passwd link && echo done"#;
+    let install = capagent::runtime::Install { script: script.into(), entrypoint: "sh".into(), image: None };
+    let status = rt.install(id, &install).await.unwrap();
+    assert_eq!(status, RuntimeStatus::Exited { code: Some(0), signal: None });
+    let replay = rt.subscribe(id).unwrap().replay;
+    assert!(replay.iter().any(|l| l == "done"), "{replay:?}");
+    assert!(!replay.iter().any(|l| l.contains("could not all be given")), "{replay:?}");
+    for path in ["plain", "tool", "deep", "deep/er", "deep/er/f", "link"] {
+        let meta = std::fs::symlink_metadata(dir.join(path)).unwrap();
+        assert_eq!(meta.uid(), game_uid, "{path} belongs to the game's user");
+        assert_eq!(meta.permissions().mode() & 0o6000, 0, "{path} has no setuid or setgid bit");
+    }
+    assert_eq!(std::fs::read_link(dir.join("link")).unwrap(), std::path::Path::new("/etc/passwd"));
+    assert!(gone(&engine, &format!("cap-install-{id}")).await);
+    assert!(gone(&engine, &format!("cap-chown-{id}")).await);
+
+    // An install given up midway (its caller went away) leaves no container running.
+    let script = r#"echo begun; exec sleep 1000"#;
+    let install = capagent::runtime::Install { script: script.into(), entrypoint: "sh".into(), image: None };
+    let mut sub = rt.subscribe(id).unwrap();
+    sub.replay.clear();
+    tokio::select! {
+        ended = rt.install(id, &install) => panic!("the install ended: {ended:?}"),
+        _ = support::line_matching(&mut sub, |l| l == "begun") => {}
+    }
+    assert!(gone(&engine, &format!("cap-install-{id}")).await, "the install container was removed");
+    rt.remove(id).await.unwrap();
 }

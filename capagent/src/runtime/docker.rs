@@ -16,12 +16,17 @@
 //! - **Exit**: the engine's wait gives the code; an exit code of 129 to 192 is reported as the
 //!   signal `code - 128` (what the init reports for a game ended by a signal). An out-of-memory
 //!   kill is said on the console.
-//! - **Agent restart**: containers keep running; [`DockerRuntime::adopt`] attaches again. Lines
-//!   printed while no agent was attached stay in the engine's log (`docker logs`), bounded.
+//! - **Agent restart**: containers keep running; [`DockerRuntime::adopt`] attaches again (and
+//!   removes an install container left from before). Lines printed while no agent was attached
+//!   stay in the engine's log (`docker logs`), bounded. An engine that goes away while a game
+//!   runs is asked again until it answers: its absence is not taken for the game's exit.
 //! - **Install**: a throwaway container of the install image, as root with a small set of
 //!   capabilities (package managers need them), the server's directory at `/mnt/server`, the
-//!   script read-only at `/mnt/install`, the server's memory, CPU and pids limits; afterwards the
-//!   directory is given to the game's user.
+//!   script read-only at `/mnt/install`, the server's memory, CPU and pids limits, removed however
+//!   the install ends (a cancelled one too). Afterwards a short container of the same image
+//!   (root with only `CHOWN` and `DAC_READ_SEARCH`, no network) runs `chown -R -h` to give the
+//!   directory to the game's user, which clears setuid and setgid bits; an agent that is root
+//!   does it itself if the image has no `chown`.
 
 use super::process::RunAs;
 use super::{GameRuntime, Install, command_line, exit_line};
@@ -29,7 +34,7 @@ use crate::console::{Console, ConsoleConfig, LineCutter, Subscription};
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType};
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, CreateImageOptions, KillContainerOptions, RemoveContainerOptions,
     StatsOptions, WaitContainerOptions,
@@ -51,6 +56,8 @@ use tokio::task::AbortHandle;
 
 /// Where the server's directory is inside its container (the convention of Pterodactyl's images).
 pub const CONTAINER_DIR: &str = "/home/container";
+/// Where the server's directory is inside its install container.
+const INSTALL_DIR: &str = "/mnt/server";
 /// The `PATH` Docker gives a container whose image sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The label that marks a container as a server's, with the server's id.
@@ -248,6 +255,10 @@ impl DockerRuntime {
         format!("{}{id}", self.config.container_prefix)
     }
 
+    fn install_name(&self, id: ServerId) -> String {
+        format!("{}install-{id}", self.config.container_prefix)
+    }
+
     /// Marks the server busy for one operation; `Conflict` while it runs or another is under way.
     fn claim(&self, id: ServerId, what: &'static str) -> Result<(Busy<'_>, RuntimeSpec, PathBuf, Arc<Console>)> {
         self.with(id, |m| {
@@ -270,7 +281,12 @@ impl DockerRuntime {
             Err(e) => return Err(engine("look up the image")(e)),
         }
         console.system(format!("[cap] pulling image {image}"));
-        let options = CreateImageOptions { from_image: Some(image.to_string()), ..Default::default() };
+        let options = CreateImageOptions {
+            from_image: Some(image.to_string()),
+            // Without a tag the engine would pull every tag of the repository.
+            tag: (!has_tag_or_digest(image)).then(|| "latest".to_string()),
+            ..Default::default()
+        };
         let pull = async {
             let mut progress = self.docker.create_image(Some(options), None, None);
             while let Some(step) = progress.next().await {
@@ -293,9 +309,16 @@ impl DockerRuntime {
     /// usual one). Docker would start the container anyway and its init would fail in it, so
     /// this turns a wrong program into an error of the start, as with host processes. An engine
     /// that cannot tell is trusted.
-    async fn has_program(&self, container: &str, program: &str, spec_path: Option<&str>, image: &str) -> bool {
+    async fn has_program(
+        &self,
+        container: &str,
+        workdir: &str,
+        program: &str,
+        spec_path: Option<&str>,
+        image: &str,
+    ) -> bool {
         let candidates: Vec<String> = if program.contains('/') {
-            vec![if program.starts_with('/') { program.to_string() } else { format!("{CONTAINER_DIR}/{program}") }]
+            vec![if program.starts_with('/') { program.to_string() } else { format!("{workdir}/{program}") }]
         } else {
             let image_path = match spec_path {
                 Some(_) => None,
@@ -338,11 +361,59 @@ impl DockerRuntime {
         }
     }
 
-    fn host_config(&self, limits: &Limits, binds: Vec<String>) -> HostConfig {
+    /// Gives the server's files to the game's user after an install, from a short container of
+    /// the install image (root with only the capabilities to read and change owners, no
+    /// network), so an agent that is not root can as well. Changing a file's owner clears its
+    /// setuid and setgid bits.
+    async fn hand_over(
+        &self,
+        id: ServerId,
+        image: &str,
+        dir: &Path,
+        limits: &Limits,
+    ) -> std::result::Result<(), String> {
+        let name = format!("{}chown-{id}", self.config.container_prefix);
+        self.remove_container(&name).await.map_err(|e| e.to_string())?;
+        let mut host = self.host_config(limits, vec![bind(dir, INSTALL_DIR, false)]);
+        host.network_mode = Some("none".into());
+        host.cap_drop = Some(vec!["ALL".into()]);
+        host.cap_add = Some(["CHOWN", "DAC_READ_SEARCH"].map(String::from).to_vec());
+        let owner = format!("{}:{}", self.user.uid, self.user.gid);
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            entrypoint: Some(["chown", "-R", "-h", &owner, INSTALL_DIR].map(String::from).to_vec()),
+            cmd: Some(Vec::new()),
+            user: Some("0:0".into()),
+            labels: Some(HashMap::from([(SERVER_LABEL.to_string(), id.to_string())])),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+        self.docker.create_container(Some(options), body).await.map_err(|e| brief(&e))?;
+        let container = Throwaway::new(&self.docker, &name);
+        if !self.has_program(&name, INSTALL_DIR, "chown", None, image).await {
+            let _ = container.remove(self).await;
+            return Err(format!("image `{image}` has no `chown`"));
+        }
+        if let Err(e) = self.docker.start_container(&name, None).await {
+            let _ = container.remove(self).await;
+            return Err(brief(&e));
+        }
+        let (code, signal, _) = wait(&self.docker, &name, Some(20)).await;
+        let _ = container.remove(self).await;
+        match (code, signal) {
+            (Some(0), _) => Ok(()),
+            (Some(code), _) => Err(format!("chown exited with code {code}")),
+            (None, Some(signal)) => Err(format!("chown ended by signal {signal}")),
+            (None, None) => Err("chown's end is unknown".into()),
+        }
+    }
+
+    fn host_config(&self, limits: &Limits, mounts: Vec<Mount>) -> HostConfig {
         let mib = |m: i64| m.saturating_mul(1024 * 1024);
         let memory = mib(limits.memory_mb);
         HostConfig {
-            binds: Some(binds),
+            mounts: Some(mounts),
             memory: Some(memory),
             // Memory plus swap; -1 is unlimited swap.
             memory_swap: Some(if limits.swap_mb < 0 { -1 } else { memory.saturating_add(mib(limits.swap_mb)) }),
@@ -362,7 +433,7 @@ impl DockerRuntime {
     }
 
     fn game_container(&self, spec: &RuntimeSpec, image: &str, dir: &Path) -> ContainerCreateBody {
-        let mut host = self.host_config(&spec.limits, vec![format!("{}:{CONTAINER_DIR}:rw", dir.display())]);
+        let mut host = self.host_config(&spec.limits, vec![bind(dir, CONTAINER_DIR, false)]);
         host.readonly_rootfs = Some(self.config.read_only_root);
         host.cap_drop = Some(vec!["ALL".into()]);
         host.tmpfs =
@@ -416,10 +487,15 @@ impl DockerRuntime {
         Ok((Arc::new(tokio::sync::Mutex::new(attached.input)), follower))
     }
 
-    async fn pid_of(&self, name: &str) -> Result<(u32, bool)> {
-        let inspected = self.docker.inspect_container(name, None).await.map_err(engine("inspect the container"))?;
+    /// The container's main process and whether it runs; `None` if there is no such container.
+    async fn pid_of(&self, name: &str) -> Result<Option<(u32, bool)>> {
+        let inspected = match self.docker.inspect_container(name, None).await {
+            Ok(inspected) => inspected,
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(engine("inspect the container")(e)),
+        };
         let state = inspected.state.unwrap_or_default();
-        Ok((state.pid.unwrap_or(0).max(0) as u32, state.running == Some(true)))
+        Ok(Some((state.pid.unwrap_or(0).max(0) as u32, state.running == Some(true))))
     }
 
     fn begin_run(&self, id: ServerId, pid: u32, stdin: Stdin, follower: Follower) -> Result<()> {
@@ -453,19 +529,86 @@ impl DockerRuntime {
     }
 }
 
-/// Gives everything in `dir` (not following links) to the game's user. The install container is
-/// gone by then, so nothing changes beneath the walk; a change of owner clears setuid bits.
+/// Whether an image reference names its tag or digest (`repo:tag`, `repo@sha256:…`; a port in
+/// the registry's host, `host:5000/repo`, is not a tag).
+fn has_tag_or_digest(image: &str) -> bool {
+    image.contains('@') || image.rsplit('/').next().is_some_and(|last| last.contains(':'))
+}
+
+/// Binds `source` at `target` in a container (a mount, not a `Binds` string: a path with a `:`
+/// in it stays one path).
+fn bind(source: &Path, target: &str, read_only: bool) -> Mount {
+    Mount {
+        target: Some(target.to_string()),
+        source: Some(source.display().to_string()),
+        typ: Some(MountType::BIND),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+/// Gives everything in `dir` (not following links) to the game's user, and clears setuid and
+/// setgid bits of files, going on past what fails (the first failure is returned). The install
+/// container is gone and the game not started, so nothing changes beneath the walk.
 fn give_to_user(dir: &Path, user: RunAs) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut first_error = None;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(path) = stack.pop() {
-        std::os::unix::fs::lchown(&path, Some(user.uid), Some(user.gid))?;
-        if std::fs::symlink_metadata(&path)?.is_dir() {
-            for entry in std::fs::read_dir(&path)? {
-                stack.push(entry?.path());
+        let step = (|| -> std::io::Result<()> {
+            std::os::unix::fs::lchown(&path, Some(user.uid), Some(user.gid))?;
+            let meta = std::fs::symlink_metadata(&path)?;
+            if meta.is_file() && meta.permissions().mode() & 0o6000 != 0 {
+                let mode = meta.permissions().mode() & !0o6000;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
             }
+            if meta.is_dir() {
+                for entry in std::fs::read_dir(&path)? {
+                    stack.push(entry?.path());
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = step {
+            first_error.get_or_insert(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())));
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
+}
+
+/// A container removed when this is dropped, unless [`Throwaway::remove`] removed it first: an
+/// install cancelled or failed midway leaves none behind.
+struct Throwaway {
+    docker: Docker,
+    name: Option<String>,
+}
+
+impl Throwaway {
+    fn new(docker: &Docker, name: &str) -> Self {
+        Self { docker: docker.clone(), name: Some(name.to_string()) }
+    }
+
+    async fn remove(mut self, runtime: &DockerRuntime) -> Result<()> {
+        match self.name.take() {
+            Some(name) => runtime.remove_container(&name).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        let (Some(name), Ok(handle)) = (self.name.take(), tokio::runtime::Handle::try_current()) else { return };
+        let docker = self.docker.clone();
+        handle.spawn(async move {
+            let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+            if let Err(e) = docker.remove_container(&name, Some(options)).await
+                && status_of(&e) != Some(404)
+            {
+                tracing::warn!("cannot remove container {name}: {e}");
+            }
+        });
+    }
 }
 
 /// Clears a server's `busy` mark when the operation that set it ends, however it ends.
@@ -476,7 +619,8 @@ struct Busy<'a> {
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        if let Some(m) = self.runtime.servers.lock().expect("servers lock").get_mut(&self.id) {
+        let mut servers = self.runtime.servers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(m) = servers.get_mut(&self.id) {
             m.busy = None;
         }
     }
@@ -530,7 +674,7 @@ impl Follower {
         out.flush(&mut deliver);
         err.flush(&mut deliver);
         drop(output);
-        let (code, signal, oom) = wait(&docker, &name).await;
+        let (code, signal, oom) = wait(&docker, &name, None).await;
         if oom {
             console.system("[cap] the server ran out of memory and was killed");
         }
@@ -542,21 +686,22 @@ impl Follower {
 }
 
 /// How a container ended (it has, or is about to: its output closed), and whether it was killed
-/// for using too much memory.
-async fn wait(docker: &Docker, name: &str) -> (Option<i32>, Option<i32>, bool) {
+/// for using too much memory. While the engine does not answer (it is restarting, say) this
+/// asks again, `patience` times at most (`None`: until it answers), so an engine away for a
+/// while is not taken for the game's end.
+async fn wait(docker: &Docker, name: &str, patience: Option<u32>) -> (Option<i32>, Option<i32>, bool) {
     let options = WaitContainerOptions { condition: "not-running".into() };
-    let mut attempts = 0;
+    let mut attempts = 0u32;
     let code = loop {
         match docker.wait_container(name, Some(options.clone())).next().await {
             Some(Ok(done)) => break Some(done.status_code),
             // A non-zero exit arrives as an error carrying the code.
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => break Some(code),
             Some(Err(e)) if status_of(&e) == Some(404) => break None,
-            // The engine restarting, say: ask again a few times, then report the end unknown.
-            Some(Err(e)) if attempts < 20 => {
-                attempts += 1;
-                tracing::warn!("waiting for container {name} failed: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            Some(Err(e)) if patience.is_none_or(|p| attempts < p) => {
+                attempts = attempts.saturating_add(1);
+                tracing::warn!("waiting for container {name} failed (attempt {attempts}): {e}");
+                tokio::time::sleep(Duration::from_millis(500u64.saturating_mul(u64::from(attempts.min(10))))).await;
             }
             Some(Err(e)) => {
                 tracing::warn!("waiting for container {name} failed, its exit is unknown: {e}");
@@ -637,7 +782,7 @@ impl Runtime for DockerRuntime {
             tracing::warn!("server {id}: {warning}");
         }
         let path = spec.environment.get("PATH").map(String::as_str);
-        if !self.has_program(&name, &spec.argv[0], path, &image).await {
+        if !self.has_program(&name, CONTAINER_DIR, &spec.argv[0], path, &image).await {
             let _ = self.remove_container(&name).await;
             return Err(Error::invalid(
                 "argv",
@@ -651,7 +796,7 @@ impl Runtime for DockerRuntime {
             return Err(Error::invalid("argv", format!("cannot start `{}`: {}", spec.argv[0], brief(&e))));
         }
         // The follower starts whatever the answer: the container runs and must be followed.
-        let pid = self.pid_of(&name).await.map_or(0, |(pid, _)| pid);
+        let pid = self.pid_of(&name).await.ok().flatten().map_or(0, |(pid, _)| pid);
         self.begin_run(id, pid, stdin, follower)
     }
 
@@ -694,6 +839,7 @@ impl Runtime for DockerRuntime {
             self.kill(id).await?;
         }
         self.remove_container(&self.name_of(id)).await?;
+        self.remove_container(&self.install_name(id)).await?;
         let dir = self.with(id, |m| Ok(m.dir.clone()))?;
         for dir in [dir, self.config.state_dir.join(id.to_string())] {
             match tokio::fs::remove_dir_all(&dir).await {
@@ -840,13 +986,11 @@ impl GameRuntime for DockerRuntime {
         self.create(spec).await?;
         let (_busy, _spec, _dir, console) = self.claim(id, "adopting")?;
         let name = self.name_of(id);
-        let (pid, running) = match self.pid_of(&name).await {
-            Ok(found) => found,
-            Err(_) => return Ok(RuntimeStatus::NotRunning),
-        };
-        if !running {
+        // An install the agent was running when it stopped did not finish: its container goes.
+        self.remove_container(&self.install_name(id)).await?;
+        let Some((pid, true)) = self.pid_of(&name).await? else {
             return Ok(RuntimeStatus::NotRunning);
-        }
+        };
         let (stdin, follower) = self.attach(&name, console.clone(), Vec::new()).await?;
         console.system("[cap] the agent attached to the running container again");
         self.begin_run(id, pid, stdin, follower)?;
@@ -864,22 +1008,20 @@ impl GameRuntime for DockerRuntime {
         std::fs::create_dir_all(&scripts)
             .and_then(|()| std::fs::write(scripts.join("install.sh"), &install.script))
             .map_err(|e| Error::unavailable("cannot write the install script", e))?;
-        let name = format!("{}install-{id}", self.config.container_prefix);
+        let name = self.install_name(id);
         self.remove_container(&name).await?;
-        let mut host = self.host_config(
-            &spec.limits,
-            vec![format!("{}:/mnt/server:rw", dir.display()), format!("{}:/mnt/install:ro", scripts.display())],
-        );
+        let mut host =
+            self.host_config(&spec.limits, vec![bind(&dir, INSTALL_DIR, false), bind(&scripts, "/mnt/install", true)]);
         host.cap_drop = Some(vec!["ALL".into()]);
         host.cap_add = Some(["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"].map(String::from).to_vec());
         let mut env: Vec<String> = spec.environment.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.push("SERVER_DIR=/mnt/server".into());
+        env.push(format!("SERVER_DIR={INSTALL_DIR}"));
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             entrypoint: Some(vec![install.entrypoint.clone(), "/mnt/install/install.sh".into()]),
             cmd: Some(Vec::new()),
             env: Some(env),
-            working_dir: Some("/mnt/server".into()),
+            working_dir: Some(INSTALL_DIR.into()),
             user: Some("0:0".into()),
             labels: Some(HashMap::from([(SERVER_LABEL.to_string(), id.to_string())])),
             attach_stdout: Some(true),
@@ -889,9 +1031,11 @@ impl GameRuntime for DockerRuntime {
         };
         let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
         self.docker.create_container(Some(options), body).await.map_err(engine("create the install container"))?;
+        // Removed however the install ends, cancelled included.
+        let container = Throwaway::new(&self.docker, &name);
         let path = spec.environment.get("PATH").map(String::as_str);
-        if !self.has_program(&name, &install.entrypoint, path, &image).await {
-            let _ = self.remove_container(&name).await;
+        if !self.has_program(&name, INSTALL_DIR, &install.entrypoint, path, &image).await {
+            let _ = container.remove(self).await;
             let e = Error::invalid(
                 "entrypoint",
                 format!("cannot start `{}`: no such program in image `{image}`", install.entrypoint),
@@ -903,7 +1047,7 @@ impl GameRuntime for DockerRuntime {
         console.system("[cap] install started");
         if let Err(e) = self.docker.start_container(&name, None).await {
             drop(follower);
-            let _ = self.remove_container(&name).await;
+            let _ = container.remove(self).await;
             let e = Error::invalid("entrypoint", format!("cannot start `{}`: {}", install.entrypoint, brief(&e)));
             console.system(format!("[cap] install failed: {e}"));
             return Err(e);
@@ -921,12 +1065,23 @@ impl GameRuntime for DockerRuntime {
             }
         };
         let _ = follow.await;
-        self.remove_container(&name).await?;
-        let user = self.user;
-        match tokio::task::spawn_blocking(move || give_to_user(&dir, user)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("cannot give the files of server {id} to its user after the install: {e}"),
-            Err(e) => tracing::warn!("giving the files of server {id} to its user failed: {e}"),
+        container.remove(self).await?;
+        if let Err(why) = self.hand_over(id, &image, &dir, &spec.limits).await {
+            let user = self.user;
+            let here = if nix::unistd::geteuid().is_root() {
+                tokio::task::spawn_blocking(move || give_to_user(&dir, user))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+            };
+            if let Err(e) = here {
+                tracing::warn!("server {id}: the install's files stay with their owners: {why}; {e}");
+                console.system(format!(
+                    "[cap] the installed files could not all be given to the game's user (uid {}): {why}",
+                    user.uid
+                ));
+            }
         }
         console.system(match ended {
             (Some(code), _) => format!("[cap] install finished with code {code}"),
@@ -939,7 +1094,17 @@ impl GameRuntime for DockerRuntime {
 
 #[cfg(test)]
 mod tests {
-    use super::exit_of;
+    use super::{exit_of, has_tag_or_digest};
+
+    #[test]
+    fn image_references_without_a_tag_are_told_apart() {
+        for tagged in ["debian:bookworm", "ghcr.io/pterodactyl/yolks:java_17", "host:5000/repo:1", "repo@sha256:abc"] {
+            assert!(has_tag_or_digest(tagged), "{tagged}");
+        }
+        for bare in ["debian", "ghcr.io/pterodactyl/yolks", "host:5000/repo"] {
+            assert!(!has_tag_or_digest(bare), "{bare}");
+        }
+    }
 
     #[test]
     fn exit_codes_past_128_are_signals() {
