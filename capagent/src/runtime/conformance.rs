@@ -292,13 +292,18 @@ pub async fn runtime_a_new_runtime_adopts_a_running_game(h: Arc<dyn RuntimeHarne
     let spec = h.game(&[], stop_command());
     let id = started(&*first, spec.clone()).await;
     let _cleanup = Cleanup(first.clone(), id);
-    // The agent restarts: the game keeps running.
+    // The agent restarts: the game keeps running. The agent is away for a while (time passing,
+    // not waiting for anything), and the game's uptime counts it.
     drop(_cleanup);
     drop(first);
+    let away = Duration::from_millis(1200);
+    tokio::time::sleep(away).await;
     let rt = h.runtime(ConsoleConfig::default()).await;
     let _cleanup = Cleanup(rt.clone(), id);
     assert!(matches!(rt.adopt(spec.clone()).await.unwrap(), RuntimeStatus::Running { .. }));
     assert!(matches!(rt.status(id).await.unwrap(), RuntimeStatus::Running { .. }));
+    let uptime = rt.stats(id).await.unwrap().uptime;
+    assert!(uptime >= away, "the uptime runs from the game's start, not its adoption: {uptime:?}");
     tokio::time::timeout(PATIENCE, rt.wait_ready(id)).await.unwrap().unwrap();
     let mut sub = rt.subscribe(id).unwrap();
     rt.send_command(id, "say adopted").await.unwrap();

@@ -498,11 +498,11 @@ impl DockerRuntime {
         Ok(Some((state.pid.unwrap_or(0).max(0) as u32, state.running == Some(true))))
     }
 
-    fn begin_run(&self, id: ServerId, pid: u32, stdin: Stdin, follower: Follower) -> Result<()> {
+    fn begin_run(&self, id: ServerId, pid: u32, started: Instant, stdin: Stdin, follower: Follower) -> Result<()> {
         let (ready, exit) = (follower.ready_rx.clone(), follower.exit_rx.clone());
         let task = tokio::spawn(follower.run()).abort_handle();
         self.with(id, |m| {
-            m.run = Some(Run { pid, started: Instant::now(), stdin, exit, ready, follower: task });
+            m.run = Some(Run { pid, started, stdin, exit, ready, follower: task });
             m.last_cpu = None;
             Ok(())
         })
@@ -797,7 +797,7 @@ impl Runtime for DockerRuntime {
         }
         // The follower starts whatever the answer: the container runs and must be followed.
         let pid = self.pid_of(&name).await.ok().flatten().map_or(0, |(pid, _)| pid);
-        self.begin_run(id, pid, stdin, follower)
+        self.begin_run(id, pid, Instant::now(), stdin, follower)
     }
 
     async fn stop(&self, id: ServerId, grace: Duration) -> Result<()> {
@@ -991,9 +991,20 @@ impl GameRuntime for DockerRuntime {
         let Some((pid, true)) = self.pid_of(&name).await? else {
             return Ok(RuntimeStatus::NotRunning);
         };
+        // Its uptime runs from its start, not from now.
+        let started_at = match self.docker.inspect_container(&name, None).await {
+            Ok(c) => c.state.and_then(|s| s.started_at).and_then(|t| capcore::time::Timestamp::parse_rfc3339(&t)),
+            Err(_) => None,
+        };
+        let started = started_at
+            .and_then(|t| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
+                Instant::now().checked_sub(Duration::from_millis(now.saturating_sub(t.millis()).max(0) as u64))
+            })
+            .unwrap_or_else(Instant::now);
         let (stdin, follower) = self.attach(&name, console.clone(), Vec::new()).await?;
         console.system("[cap] the agent attached to the running container again");
-        self.begin_run(id, pid, stdin, follower)?;
+        self.begin_run(id, pid, started, stdin, follower)?;
         Ok(RuntimeStatus::Running { pid })
     }
 
