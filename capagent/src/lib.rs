@@ -55,6 +55,7 @@
 //!     stop: StopAction::Signal(StopSignal::Sigterm),
 //!     ready_patterns: vec![ReadyPattern::Contains("ready".into())],
 //!     image: None,
+//!     ports: Vec::new(),
 //! };
 //! runtime.create(spec.clone()).await.unwrap();
 //! runtime.start(id).await.unwrap();

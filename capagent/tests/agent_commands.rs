@@ -27,6 +27,7 @@ fn spec(node_id: NodeId) -> ServerSpec {
         image: None,
         file_denylist: Vec::new(),
         backup_hooks: None,
+        ports: Vec::new(),
     }
 }
 

@@ -173,26 +173,63 @@ async fn an_unreachable_engine_is_named_and_the_agent_registers_without_docker()
 }
 
 #[tokio::test]
-async fn on_a_network_of_its_own_a_container_reports_its_traffic() {
+async fn on_a_network_of_its_own_a_container_is_reached_at_its_allocation_and_reports_its_traffic() {
     let Some((host_rt, mut config, image)) = docker("network").await else { return };
     let engine = bollard::Docker::connect_with_host(config.host.as_deref().unwrap()).unwrap();
-    let network = format!("cap-test-net-{}", std::process::id());
-    let options = bollard::models::NetworkCreateRequest { name: network.clone(), ..Default::default() };
+    let network_name = format!("cap-test-net-{}", std::process::id());
+    let options = bollard::models::NetworkCreateRequest { name: network_name.clone(), ..Default::default() };
     engine.create_network(options).await.unwrap();
-    config.network_mode = network.clone();
-    let rt = DockerRuntime::connect(config).await.unwrap();
-    let mut spec = support::spec(&[], StopAction::Command("stop".into()));
-    spec.argv[0] = support::docker::GAME.into();
-    spec.image = Some(image.clone());
+    config.network_mode = network_name.clone();
+    let rt = DockerRuntime::connect(config.clone()).await.unwrap();
+    // A web server in the container, published at its allocation on the host.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut spec = shell(
+        &image,
+        "exec /bin/busybox httpd -f -p \"$SERVER_IP:$SERVER_PORT\" -h /home/container",
+        Limits::default(),
+    );
+    spec.environment.insert("SERVER_IP".into(), "127.0.0.1".into());
+    spec.environment.insert("SERVER_PORT".into(), port.to_string());
+    spec.ports = vec![capcore::protocol::v1::PortBinding { ip: "127.0.0.1".into(), port }];
+    spec.stop = StopAction::Signal(capcore::template::StopSignal::Sigterm);
     let id = spec.server_id;
     rt.create(spec).await.unwrap();
+    std::fs::write(config.servers_dir.join(id.to_string()).join("index.html"), "hello from the container\n").unwrap();
     rt.start(id).await.unwrap();
     rt.wait_ready(id).await.unwrap();
+    // Connected to as soon as the server listens (a deadline only guards against a hang).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let page = loop {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let attempt = async {
+            let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            socket.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await?;
+            let mut page = String::new();
+            socket.read_to_string(&mut page).await?;
+            Ok::<_, std::io::Error>(page)
+        };
+        match attempt.await {
+            Ok(page) if page.contains("200") => break page,
+            other => {
+                assert!(std::time::Instant::now() < deadline, "no answer at 127.0.0.1:{port}: {other:?}");
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    assert!(page.ends_with("hello from the container\n"), "{page}");
+    let inspected = engine.inspect_container(&format!("cap-{id}"), None).await.unwrap();
+    let bindings = inspected.host_config.unwrap().port_bindings.unwrap();
+    for protocol in ["tcp", "udp"] {
+        let published = bindings[&format!("{port}/{protocol}")].clone().unwrap();
+        assert_eq!(published[0].host_ip.as_deref(), Some("127.0.0.1"), "{protocol}");
+        assert_eq!(published[0].host_port, Some(port.to_string()), "{protocol}");
+    }
     let stats = rt.stats(id).await.unwrap();
-    assert!(stats.network.is_some(), "the container's own interface is counted: {stats:?}");
+    let network = stats.network.expect("the container's own interface is counted");
+    assert!(network.rx_bytes > 0 && network.tx_bytes > 0, "{network:?}");
     rt.stop(id, std::time::Duration::from_secs(20)).await.unwrap();
     rt.remove(id).await.unwrap();
-    engine.remove_network(&network).await.unwrap();
+    engine.remove_network(&network_name).await.unwrap();
     // With host networking (the default) there is nothing of its own to count.
     let mut spec = support::spec(&[], StopAction::Command("stop".into()));
     spec.argv[0] = support::docker::GAME.into();

@@ -506,3 +506,28 @@ async fn a_global_role_reaches_every_server_and_a_subuser_only_theirs() {
     );
     assert_error(&power(&panel, &second, &moderator, "start").await, 503, "unavailable");
 }
+
+#[tokio::test]
+async fn the_spec_pushed_before_a_start_carries_the_servers_allocation() {
+    let panel = TestPanel::start().await;
+    let (server, mut agent, allowed, _) = power_setup(&panel, "SERVER_START", &[Offline]).await;
+    assert_eq!(power(&panel, &server, &allowed, "start").await.0, StatusCode::ACCEPTED);
+    let (_, allocations) = panel.get(&format!("/api/servers/{server}/allocations"), &panel.admin().await).await;
+    let allocation = &allocations.as_array().expect("a list")[0];
+    let spec = agent
+        .drain()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Create { server } => Some(server),
+            _ => None,
+        })
+        .expect("the spec was pushed");
+    assert_eq!(
+        spec.ports,
+        [capcore::protocol::v1::PortBinding {
+            ip: allocation["ip"].as_str().unwrap().into(),
+            port: allocation["port"].as_u64().unwrap() as u16,
+        }]
+    );
+    assert_eq!(spec.environment["SERVER_PORT"], allocation["port"].to_string());
+}

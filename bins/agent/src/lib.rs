@@ -45,7 +45,7 @@ pub struct Cli {
     #[arg(long, env = "CAP_DOCKER_HOST")]
     pub docker_host: Option<String>,
     /// The containers' network: `host` (games bind their allocation directly), `none`, or the
-    /// name of a Docker network.
+    /// name of a Docker network (allocations published into the container, TCP and UDP).
     #[arg(long, env = "CAP_DOCKER_NETWORK", default_value = "host")]
     pub docker_network: String,
     /// Give game containers a writable root filesystem (for images that write outside their

@@ -10,7 +10,9 @@
 //!   root), Docker's init as PID 1 so signals reach the game and orphans are reaped, memory, swap,
 //!   CPU, pids and (where the kernel has it) block IO weight from the spec's limits.
 //! - **Network**: host networking by default (the game binds its allocation's `SERVER_IP` and
-//!   `SERVER_PORT` from its environment; the agent checks the port is free before a start).
+//!   `SERVER_PORT` from its environment; the agent checks the port is free before a start). On
+//!   a network of its own (`network_mode` naming one), every allocation is published at the
+//!   same port number inside, TCP and UDP, and `SERVER_IP` is `0.0.0.0`.
 //! - **Console**: attached before the start, so no line is missed; stdout and stderr are cut
 //!   into lines into the same [`Console`] the process runtime uses; commands go to its stdin.
 //! - **Exit**: the engine's wait gives the code; an exit code of 129 to 192 is reported as the
@@ -251,6 +253,13 @@ impl DockerRuntime {
         f(servers.get_mut(&id).ok_or_else(not_found)?)
     }
 
+    /// Whether containers get a network of their own, where allocations are published (not
+    /// host networking, no network, or another container's).
+    fn publishes(&self) -> bool {
+        let mode = self.config.network_mode.as_str();
+        !(mode == "host" || mode == "none" || mode.starts_with("container:"))
+    }
+
     fn name_of(&self, id: ServerId) -> String {
         format!("{}{id}", self.config.container_prefix)
     }
@@ -438,11 +447,37 @@ impl DockerRuntime {
         host.cap_drop = Some(vec!["ALL".into()]);
         host.tmpfs =
             Some(HashMap::from([("/tmp".into(), format!("rw,nosuid,nodev,size={}m,mode=1777", self.config.tmp_mb))]));
+        let mut environment = spec.environment.clone();
+        let mut exposed = None;
+        if self.publishes() && !spec.ports.is_empty() {
+            // Each allocation published at the same port number inside, TCP and UDP; the game
+            // binds every address of its own network (`SERVER_IP` says so).
+            let mut bindings = bollard::models::PortMap::new();
+            for p in &spec.ports {
+                for protocol in ["tcp", "udp"] {
+                    let binding = bollard::models::PortBinding {
+                        host_ip: Some(p.ip.clone()),
+                        host_port: Some(p.port.to_string()),
+                    };
+                    bindings
+                        .entry(format!("{}/{protocol}", p.port))
+                        .or_insert_with(|| Some(Vec::new()))
+                        .get_or_insert_default()
+                        .push(binding);
+                }
+            }
+            let mut keys: Vec<String> = bindings.keys().cloned().collect();
+            keys.sort();
+            exposed = Some(keys);
+            host.port_bindings = Some(bindings);
+            environment.insert("SERVER_IP".into(), "0.0.0.0".into());
+        }
         ContainerCreateBody {
             image: Some(image.to_string()),
             entrypoint: Some(spec.argv.clone()),
             cmd: Some(Vec::new()),
-            env: Some(spec.environment.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(environment.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            exposed_ports: exposed,
             working_dir: Some(CONTAINER_DIR.into()),
             user: Some(format!("{}:{}", self.user.uid, self.user.gid)),
             labels: Some(HashMap::from([(SERVER_LABEL.to_string(), spec.server_id.to_string())])),

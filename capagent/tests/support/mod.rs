@@ -47,6 +47,7 @@ pub fn spec(args: &[&str], stop: StopAction) -> RuntimeSpec {
         stop,
         ready_patterns: vec![ReadyPattern::Contains("Done (".into())],
         image: None,
+        ports: Vec::new(),
     }
 }
 

@@ -35,6 +35,9 @@ pub struct RuntimeSpec {
     pub ready_patterns: Vec<crate::template::ReadyPattern>,
     /// Container image (Docker runtime only).
     pub image: Option<String>,
+    /// The server's allocations, its primary first: where a runtime that gives the game a
+    /// network of its own publishes it (the Docker runtime off host networking), TCP and UDP.
+    pub ports: Vec<crate::protocol::v1::PortBinding>,
 }
 
 /// What a runtime knows about a server's process.

@@ -70,6 +70,11 @@ pub async fn server_spec(s: &PanelState, server: &Server) -> Result<ServerSpec> 
             wait_ms: h.wait_secs.saturating_mul(1000),
             after: h.after.clone(),
         }),
+        ports: primary
+            .into_iter()
+            .chain(allocations.iter().filter(|a| Some(a.id) != primary.map(|p| p.id)))
+            .map(|a| PortBinding { ip: a.ip.clone(), port: a.port })
+            .collect(),
     })
 }
 

@@ -235,6 +235,17 @@ pub struct ServerSpec {
     /// Console commands around a backup while the server runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_hooks: Option<WireBackupHooks>,
+    /// The server's allocations, its primary first (`SERVER_IP` and `SERVER_PORT` name it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortBinding>,
+}
+
+/// One allocation of a server: an address of the node and a port, for TCP and UDP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortBinding {
+    pub ip: String,
+    pub port: u16,
 }
 
 /// What the game is told around a backup of it running (see `template::BackupHooks`).
@@ -469,6 +480,7 @@ impl ServerSpec {
             stop,
             ready_patterns,
             image: self.image.clone(),
+            ports: self.ports.clone(),
         })
     }
 }

@@ -58,6 +58,10 @@ fn spec() -> ServerSpec {
         image: None,
         file_denylist: Vec::new(),
         backup_hooks: None,
+        ports: vec![
+            PortBinding { ip: "203.0.113.7".into(), port: 25565 },
+            PortBinding { ip: "203.0.113.7".into(), port: 25575 },
+        ],
     }
 }
 
