@@ -174,13 +174,17 @@ async fn an_unreachable_engine_is_named_and_the_agent_registers_without_docker()
 
 #[tokio::test]
 async fn on_a_network_of_its_own_a_container_is_reached_at_its_allocation_and_reports_its_traffic() {
-    let Some((host_rt, mut config, image)) = docker("network").await else { return };
+    // The runtime's own network by default, made when the runtime connects: a bridge whose
+    // containers cannot talk to each other.
+    let Some((rt, mut config, image)) = docker("network").await else { return };
+    assert_eq!(config.network_mode, "cap");
     let engine = bollard::Docker::connect_with_host(config.host.as_deref().unwrap()).unwrap();
-    let network_name = format!("cap-test-net-{}", std::process::id());
-    let options = bollard::models::NetworkCreateRequest { name: network_name.clone(), ..Default::default() };
-    engine.create_network(options).await.unwrap();
-    config.network_mode = network_name.clone();
-    let rt = DockerRuntime::connect(config.clone()).await.unwrap();
+    let made = engine.inspect_network("cap", None::<bollard::query_parameters::InspectNetworkOptions>).await.unwrap();
+    assert_eq!(made.driver.as_deref(), Some("bridge"));
+    assert_eq!(
+        made.options.unwrap_or_default().get("com.docker.network.bridge.enable_icc").map(String::as_str),
+        Some("false")
+    );
     // A web server in the container, published at its allocation on the host.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut spec = shell(
@@ -229,8 +233,13 @@ async fn on_a_network_of_its_own_a_container_is_reached_at_its_allocation_and_re
     assert!(network.rx_bytes > 0 && network.tx_bytes > 0, "{network:?}");
     rt.stop(id, std::time::Duration::from_secs(20)).await.unwrap();
     rt.remove(id).await.unwrap();
-    engine.remove_network(&network_name).await.unwrap();
-    // With host networking (the default) there is nothing of its own to count.
+    // A network named in the settings is not made up: the runtime says it is missing.
+    config.network_mode = "cap-no-such-network".into();
+    let why = DockerRuntime::connect(config.clone()).await.unwrap_err();
+    assert!(why.contains("the Docker network `cap-no-such-network` does not exist"), "{why}");
+    // With host networking there is nothing of its own to count.
+    config.network_mode = "host".into();
+    let host_rt = DockerRuntime::connect(config).await.unwrap();
     let mut spec = support::spec(&[], StopAction::Command("stop".into()));
     spec.argv[0] = support::docker::GAME.into();
     spec.image = Some(image);

@@ -44,9 +44,10 @@ pub struct Cli {
     /// else the standard socket.
     #[arg(long, env = "CAP_DOCKER_HOST")]
     pub docker_host: Option<String>,
-    /// The containers' network: `host` (games bind their allocation directly), `none`, or the
-    /// name of a Docker network (allocations published into the container, TCP and UDP).
-    #[arg(long, env = "CAP_DOCKER_NETWORK", default_value = "host")]
+    /// The containers' network: the name of a Docker network (allocations published into the
+    /// container, TCP and UDP; `cap`, the default, is made if missing), `host` (games bind their
+    /// allocation directly), or `none`.
+    #[arg(long, env = "CAP_DOCKER_NETWORK", default_value = "cap")]
     pub docker_network: String,
     /// Give game containers a writable root filesystem (for images that write outside their
     /// directory and `/tmp`).

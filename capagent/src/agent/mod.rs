@@ -68,7 +68,8 @@ pub struct AgentConfig {
 pub struct DockerOptions {
     /// The engine's address; `None`: `DOCKER_HOST`, else `unix:///var/run/docker.sock`.
     pub host: Option<String>,
-    /// The containers' network: `host` (default), `none`, or a network's name.
+    /// The containers' network: a network's name (default `cap`, made if missing), `host`, or
+    /// `none`.
     pub network_mode: String,
     /// A read-only root filesystem for games (default).
     pub read_only_root: bool,
@@ -76,7 +77,7 @@ pub struct DockerOptions {
 
 impl Default for DockerOptions {
     fn default() -> Self {
-        Self { host: None, network_mode: "host".into(), read_only_root: true }
+        Self { host: None, network_mode: crate::runtime::docker::DEFAULT_NETWORK.into(), read_only_root: true }
     }
 }
 

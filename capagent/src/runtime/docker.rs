@@ -9,10 +9,11 @@
 //! - **Confinement**: `no-new-privileges`, every capability dropped, the configured user (never
 //!   root), Docker's init as PID 1 so signals reach the game and orphans are reaped, memory, swap,
 //!   CPU, pids and (where the kernel has it) block IO weight from the spec's limits.
-//! - **Network**: host networking by default (the game binds its allocation's `SERVER_IP` and
-//!   `SERVER_PORT` from its environment; the agent checks the port is free before a start). On
-//!   a network of its own (`network_mode` naming one), every allocation is published at the
-//!   same port number inside, TCP and UDP, and `SERVER_IP` is `0.0.0.0`.
+//! - **Network**: a bridge network of the runtime's own by default ([`DEFAULT_NETWORK`], made
+//!   at connection if missing, containers kept from talking to each other): every allocation is
+//!   published at the same port number inside, TCP and UDP, and `SERVER_IP` is `0.0.0.0`. With
+//!   host networking (`network_mode` `host`) the game binds its allocation's `SERVER_IP` and
+//!   `SERVER_PORT` itself. Either way the agent checks the port is free before a start.
 //! - **Console**: attached before the start, so no line is missed; stdout and stderr are cut
 //!   into lines into the same [`Console`] the process runtime uses; commands go to its stdin.
 //! - **Exit**: the engine's wait gives the code; an exit code of 129 to 192 is reported as the
@@ -65,6 +66,11 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// The label that marks a container as a server's, with the server's id.
 pub const SERVER_LABEL: &str = "io.ctrl-alt-play.server";
 
+/// The bridge network the runtime makes for its containers, and uses unless told otherwise:
+/// games reach the internet, not the node's loopback services, and not each other's containers
+/// (where the engine manages the firewall).
+pub const DEFAULT_NETWORK: &str = "cap";
+
 /// Settings of the Docker runtime.
 #[derive(Clone, Debug)]
 pub struct DockerRuntimeConfig {
@@ -79,7 +85,8 @@ pub struct DockerRuntimeConfig {
     /// The user games run as inside their containers (default: the agent's own user, or `nobody`
     /// when the agent is root). Never root.
     pub run_as: Option<RunAs>,
-    /// `host` (default: games bind their allocation directly), `none`, or a network's name.
+    /// A network's name (default [`DEFAULT_NETWORK`], made if missing; allocations are
+    /// published into the container), `host` (games bind their allocation directly), or `none`.
     pub network_mode: String,
     /// A read-only root filesystem for games (default); off for images that write outside
     /// their directory and `/tmp`.
@@ -102,7 +109,7 @@ impl DockerRuntimeConfig {
             state_dir: state_dir.into(),
             console: ConsoleConfig::default(),
             run_as: None,
-            network_mode: "host".into(),
+            network_mode: DEFAULT_NETWORK.into(),
             read_only_root: true,
             tmp_mb: 64,
             kill_wait: Duration::from_secs(10),
@@ -233,6 +240,9 @@ impl DockerRuntime {
         if user.uid == 0 {
             return Err("refusing to run game containers as root".into());
         }
+        if publishes(&config.network_mode) {
+            ensure_network(&docker, &config.network_mode).await?;
+        }
         let io_weight = blkio_weight_supported();
         let has =
             |flag: Option<bool>, what: &str| format!("{what}:{}", if flag == Some(true) { "docker" } else { "none" });
@@ -253,11 +263,8 @@ impl DockerRuntime {
         f(servers.get_mut(&id).ok_or_else(not_found)?)
     }
 
-    /// Whether containers get a network of their own, where allocations are published (not
-    /// host networking, no network, or another container's).
     fn publishes(&self) -> bool {
-        let mode = self.config.network_mode.as_str();
-        !(mode == "host" || mode == "none" || mode.starts_with("container:"))
+        publishes(&self.config.network_mode)
     }
 
     fn name_of(&self, id: ServerId) -> String {
@@ -562,6 +569,68 @@ impl DockerRuntime {
             Err(e) => Err(engine("signal the container")(e)),
         }
     }
+}
+
+/// Whether containers in `mode` get a network of their own, where allocations are published (not
+/// host networking, no network, or another container's).
+fn publishes(mode: &str) -> bool {
+    !(mode == "host" || mode == "none" || mode.starts_with("container:"))
+}
+
+/// Checks that the network `name` exists, making it if it is [`DEFAULT_NETWORK`]: a bridge
+/// whose containers cannot talk to each other.
+async fn ensure_network(docker: &Docker, name: &str) -> std::result::Result<(), String> {
+    // The engine takes two networks of one name made at once: runtimes of this process make it
+    // one at a time, and runtimes elsewhere that raced keep the same one (see below).
+    static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _making = MAKING.lock().await;
+    match docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+        Ok(_) => return Ok(()),
+        Err(e) if status_of(&e) == Some(404) => {}
+        Err(e) if name == DEFAULT_NETWORK && brief(&e).contains("ambiguous") => {
+            return keep_one_network(docker, name).await;
+        }
+        Err(e) => return Err(format!("cannot look up the Docker network `{name}`: {}", brief(&e))),
+    }
+    if name != DEFAULT_NETWORK {
+        return Err(format!("the Docker network `{name}` does not exist"));
+    }
+    let request = bollard::models::NetworkCreateRequest {
+        name: name.to_string(),
+        driver: Some("bridge".into()),
+        options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".into(), "false".into())])),
+        labels: Some(HashMap::from([(SERVER_LABEL.to_string(), "network".to_string())])),
+        ..Default::default()
+    };
+    match docker.create_network(request).await {
+        Ok(_) => keep_one_network(docker, name).await,
+        Err(e) if status_of(&e) == Some(409) => Ok(()),
+        Err(e) => Err(format!("cannot make the Docker network `{name}`: {}", brief(&e))),
+    }
+}
+
+/// Of several networks called `name` that runtimes made at once, keeps the one with the least id
+/// (every racer picks the same) and removes the others.
+async fn keep_one_network(docker: &Docker, name: &str) -> std::result::Result<(), String> {
+    let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+    let options = bollard::query_parameters::ListNetworksOptions { filters: Some(filters) };
+    let listed =
+        docker.list_networks(Some(options)).await.map_err(|e| format!("cannot list Docker networks: {}", brief(&e)))?;
+    let mut ours: Vec<String> = listed
+        .into_iter()
+        .filter(|n| n.name.as_deref() == Some(name))
+        .filter(|n| n.labels.as_ref().is_some_and(|l| l.contains_key(SERVER_LABEL)))
+        .filter_map(|n| n.id)
+        .collect();
+    ours.sort();
+    for extra in ours.iter().skip(1) {
+        if let Err(e) = docker.remove_network(extra).await
+            && status_of(&e) != Some(404)
+        {
+            tracing::warn!("cannot remove the duplicate Docker network {extra}: {e}");
+        }
+    }
+    Ok(())
 }
 
 /// Whether an image reference names its tag or digest (`repo:tag`, `repo@sha256:…`; a port in
