@@ -107,7 +107,7 @@ impl Cli {
         }
         config.disk_grace = std::time::Duration::from_secs(self.disk_grace_secs);
         if self.docker_network.trim().is_empty() {
-            bail!("CAP_DOCKER_NETWORK must not be empty (`host`, `none`, or a network's name)");
+            bail!("CAP_DOCKER_NETWORK must not be empty (a network's name, `host`, or `none`)");
         }
         config.backup_s3 = self.backup_s3()?;
         config.docker = (self.runtime == RuntimeChoice::Docker).then(|| capagent::DockerOptions {
@@ -191,7 +191,7 @@ mod tests {
         let args = base.into_iter().chain(["--runtime", "docker", "--docker-host", "unix:///run/d.sock"]);
         let docker = Cli::try_parse_from_iter(args).unwrap().agent_config().unwrap().docker.unwrap();
         assert_eq!(docker.host.as_deref(), Some("unix:///run/d.sock"));
-        assert_eq!((docker.network_mode.as_str(), docker.read_only_root), ("host", true));
+        assert_eq!((docker.network_mode.as_str(), docker.read_only_root), ("cap", true));
         let args = base.into_iter().chain(["--runtime", "docker", "--docker-writable-root"]);
         assert!(!Cli::try_parse_from_iter(args).unwrap().agent_config().unwrap().docker.unwrap().read_only_root);
         let err = Cli::try_parse_from_iter(base.into_iter().chain(["--runtime", "vm"])).unwrap_err();
