@@ -37,6 +37,10 @@ pub struct Cli {
     /// Seconds a running server may stay over its disk limit before it is stopped.
     #[arg(long, env = "CAP_DISK_GRACE_SECS", default_value_t = 60)]
     pub disk_grace_secs: u64,
+    /// Hold disk limits with the filesystem's project quotas where the servers' directories
+    /// are on XFS or ext4 mounted with `prjquota` and `xfs_quota` is installed.
+    #[arg(long, env = "CAP_DISK_PROJECT_QUOTAS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "true")]
+    pub disk_project_quotas: bool,
     /// How servers run: `process` (host processes) or `docker` (one container per server).
     #[arg(long, env = "CAP_RUNTIME", value_enum, default_value_t = RuntimeChoice::Process)]
     pub runtime: RuntimeChoice,
@@ -106,6 +110,7 @@ impl Cli {
             bail!("CAP_DISK_GRACE_SECS must be at most 86400");
         }
         config.disk_grace = std::time::Duration::from_secs(self.disk_grace_secs);
+        config.project_quotas = self.disk_project_quotas;
         if self.docker_network.trim().is_empty() {
             bail!("CAP_DOCKER_NETWORK must not be empty (a network's name, `host`, or `none`)");
         }

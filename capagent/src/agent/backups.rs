@@ -438,8 +438,13 @@ impl Agent {
         let dir = self.inner.config.runtime.servers_dir.join(id.to_string());
         self.system_line(id, "[cap] restoring a backup");
         let restored = self.restore_from(id, backup_id, dir, disk_mb).await;
-        // The directory was exchanged: the file manager opens the new one on next use.
+        // The directory was exchanged: the file manager opens the new one on next use, and its
+        // project quota is set on the new one.
         self.files_forget(id);
+        if let Some(quotas) = &self.inner.project_quotas {
+            quotas.forget(id, false);
+        }
+        self.apply_project_quota(id, disk_mb).await;
         self.inner.restoring.lock().expect("restoring lock").remove(&id);
         match restored {
             Ok(summary) => {

@@ -58,6 +58,10 @@ pub struct AgentConfig {
     pub stats_interval: Duration,
     /// How long a running server may stay over its disk limit before it is stopped.
     pub disk_grace: Duration,
+    /// Hold disk limits with the filesystem's project quotas where the servers' directories are
+    /// on one that has them and `xfs_quota` is installed (default); see
+    /// [`crate::files::ProjectQuotas`].
+    pub project_quotas: bool,
     /// Reconnect delays: the first, and the most it grows to (doubling, with full jitter).
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -98,6 +102,7 @@ impl AgentConfig {
             restart: RestartPolicy::default(),
             stats_interval: Duration::from_secs(5),
             disk_grace: Duration::from_secs(60),
+            project_quotas: true,
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
         }
@@ -159,6 +164,8 @@ pub(crate) struct Inner {
     files_generation: std::sync::atomic::AtomicU64,
     /// Serialises changes to backup records (a lock toggled while a backup finishes).
     backup_records: tokio::sync::Mutex<()>,
+    /// The filesystem's project quotas, where it has them.
+    project_quotas: Option<Arc<crate::files::ProjectQuotas>>,
 }
 
 /// A node's agent. Cheap to clone.
@@ -211,6 +218,22 @@ impl Agent {
             tracing::error!("servers cannot run on this node: {problem}");
         }
         let config_backups_dir = config.backups_dir.clone();
+        let project_quotas = if config.project_quotas {
+            let dir = config.runtime.servers_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir).ok()?;
+                crate::files::ProjectQuotas::detect(&dir)
+            })
+            .await
+            .ok()
+            .flatten()
+            .map(Arc::new)
+        } else {
+            None
+        };
+        if let Some(q) = &project_quotas {
+            tracing::info!("disk limits are held by project quotas on {}", q.mount_point().display());
+        }
         let agent = Agent {
             inner: Arc::new(Inner {
                 node: Mutex::new(store.node()),
@@ -228,6 +251,7 @@ impl Agent {
                 restoring: Mutex::new(std::collections::HashSet::new()),
                 files_generation: std::sync::atomic::AtomicU64::new(0),
                 backup_records: tokio::sync::Mutex::new(()),
+                project_quotas,
             }),
         };
         for record in agent.inner.store.load() {
@@ -479,10 +503,34 @@ impl Agent {
         }
     }
 
-    /// The limits this node enforces, as reported at registration: the runtime's (its disk use
-    /// is measured, `disk:inotify` or `disk:walk`; the agent stops a server over its limit).
+    /// The limits this node enforces, as reported at registration: the runtime's, with the disk
+    /// limit's mode: `disk:project-quota` (the filesystem refuses writes past it), else how
+    /// disk use is measured, `disk:inotify` or `disk:walk` (the agent stops a server over its
+    /// limit).
     pub fn enforced_limits(&self) -> Vec<String> {
-        self.inner.runtime.enforced_limits()
+        let mut limits = self.inner.runtime.enforced_limits();
+        if self.inner.project_quotas.is_some() {
+            for limit in &mut limits {
+                if limit.starts_with("disk:") {
+                    *limit = "disk:project-quota".into();
+                }
+            }
+        }
+        limits
+    }
+
+    /// Holds the server's disk limit with its project quota, where the node has them (tagging
+    /// its directory the first time). A failure is logged: the tracking still holds the limit.
+    pub(super) async fn apply_project_quota(&self, id: ServerId, disk_mb: i64) {
+        let Some(quotas) = self.inner.project_quotas.clone() else { return };
+        let dir = self.inner.config.runtime.servers_dir.join(id.to_string());
+        let limit = files::limit_bytes(disk_mb);
+        let applied = tokio::task::spawn_blocking(move || quotas.apply(id, &dir, limit)).await;
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(server = %id, "cannot set the project quota: {e}"),
+            Err(e) => tracing::warn!(server = %id, "setting the project quota failed: {e}"),
+        }
     }
 
     /// Compares a running server's measured disk use with its limit: the file manager's count
@@ -599,6 +647,7 @@ impl Agent {
         let _guard = lock.lock().await;
         self.inner.runtime.create(runtime_spec).await.map_err(from_error)?;
         self.files_spec_changed(id, spec.limits.disk_mb);
+        self.apply_project_quota(id, spec.limits.disk_mb).await;
         let existed = self
             .with_slot(id, |slot| {
                 slot.record.spec = spec.clone();
@@ -830,6 +879,9 @@ impl Agent {
         }
         self.inner.locks.lock().expect("locks lock").remove(&id);
         self.files_forget(id);
+        if let Some(quotas) = self.inner.project_quotas.clone() {
+            let _ = tokio::task::spawn_blocking(move || quotas.forget(id, true)).await;
+        }
         self.delete_offsite(id, self.inner.backups.list(id).unwrap_or_default()).await;
         if let Err(e) = self.inner.backups.remove_server(id) {
             tracing::warn!(server = %id, error = %e, "cannot delete the server's backups");
