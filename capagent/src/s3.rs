@@ -158,7 +158,7 @@ impl Bucket {
     /// Creates the bucket (for setting up a store; S3 answers 409 if it exists).
     pub async fn create_bucket(&self) -> Result<()> {
         let response = self.send_to(Method::PUT, &format!("/{}", self.config.bucket), &[], empty(), Some(0)).await?;
-        expect_ok(response, "create the bucket").await.map(drop)
+        expect_ok(response, "create the bucket", self.stall).await.map(drop)
     }
 
     /// Uploads a file: one request up to [`PART`], a multipart upload past it (aborted if a
@@ -168,17 +168,17 @@ impl Bucket {
         if len <= PART {
             let body = file_body(path, 0, len).await?;
             let response = self.send(Method::PUT, key, &[], body, Some(len)).await?;
-            return expect_ok(response, "upload the object").await.map(drop);
+            return expect_ok(response, "upload the object", self.stall).await.map(drop);
         }
         let response = self.send(Method::POST, key, &[("uploads", "")], empty(), Some(0)).await?;
-        let text = expect_ok(response, "start a multipart upload").await?;
+        let text = expect_ok(response, "start a multipart upload", self.stall).await?;
         let upload_id = xml_value(&text, "UploadId")
             .ok_or_else(|| Error::unavailable("S3 did not give an upload id", std::io::Error::other(text.clone())))?;
         match self.put_parts(key, path, len, &upload_id).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 if let Ok(r) = self.send(Method::DELETE, key, &[("uploadId", &upload_id)], empty(), Some(0)).await {
-                    let _ = expect_ok(r, "abort the multipart upload").await;
+                    let _ = expect_ok(r, "abort the multipart upload", self.stall).await;
                 }
                 Err(e)
             }
@@ -196,7 +196,7 @@ impl Bucket {
             let query = [("partNumber", part.as_str()), ("uploadId", upload_id)];
             let response = self.send(Method::PUT, key, &query, body, Some(size)).await?;
             let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
-            expect_ok(response, "upload a part").await?;
+            expect_ok(response, "upload a part", self.stall).await?;
             let etag = etag.ok_or_else(|| {
                 Error::unavailable("S3 gave no ETag for a part", std::io::Error::other("missing ETag"))
             })?;
@@ -208,7 +208,7 @@ impl Bucket {
         let len = done.len() as u64;
         let body = Full::new(Bytes::from(done)).map_err(|never| match never {}).boxed();
         let response = self.send(Method::POST, key, &[("uploadId", upload_id)], body, Some(len)).await?;
-        let text = expect_ok(response, "complete the multipart upload").await?;
+        let text = expect_ok(response, "complete the multipart upload", self.stall).await?;
         // S3 may answer 200 and still report an error in the body.
         if text.contains("<Error>") {
             return Err(Error::unavailable("S3 refused to complete the upload", std::io::Error::other(text)));
@@ -223,7 +223,7 @@ impl Bucket {
             return Err(Error::not_found("backup object"));
         }
         if !response.status().is_success() {
-            return Err(failure(response, "download the object").await);
+            return Err(failure(response, "download the object", self.stall).await);
         }
         let len = response
             .headers()
@@ -262,7 +262,7 @@ impl Bucket {
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(());
         }
-        expect_ok(response, "delete the object").await.map(drop)
+        expect_ok(response, "delete the object", self.stall).await.map(drop)
     }
 
     /// Whether the bucket answers to these credentials (a `HEAD` of the bucket).
@@ -389,33 +389,38 @@ async fn file_body(path: &Path, offset: u64, len: u64) -> Result<Body> {
     Ok(BodyExt::boxed(StreamBody::new(stream)))
 }
 
-/// The body of a successful response as text; the S3 error named otherwise.
-async fn expect_ok(response: Response<Incoming>, what: &str) -> Result<String> {
+/// The body of a successful response as text; the S3 error named otherwise. S3 may keep a
+/// response open a long while (completing a large upload sends spaces until it is done), so
+/// what bounds it is `stall` between reads, not a total.
+async fn expect_ok(response: Response<Incoming>, what: &str, stall: Duration) -> Result<String> {
     if !response.status().is_success() {
-        return Err(failure(response, what).await);
+        return Err(failure(response, what, stall).await);
     }
-    let body = tokio::time::timeout(STALL, response.into_body().collect())
-        .await
-        .map_err(|_| Error::unavailable(format!("cannot {what}"), std::io::Error::from(std::io::ErrorKind::TimedOut)))?
-        .map_err(|e| Error::unavailable(format!("cannot {what}"), e))?;
-    Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+    text_of(response.into_body(), stall).await.map_err(|e| Error::unavailable(format!("cannot {what}"), e))
 }
 
-async fn failure(response: Response<Incoming>, what: &str) -> Error {
+async fn failure(response: Response<Incoming>, what: &str, stall: Duration) -> Error {
     let status = response.status();
-    let body = tokio::time::timeout(STALL, response.into_body().collect())
-        .await
-        .ok()
-        .and_then(|b| b.ok())
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&body);
+    let text = text_of(response.into_body(), stall).await.unwrap_or_default();
     let code = xml_value(&text, "Code").unwrap_or_default();
     let message = xml_value(&text, "Message").unwrap_or_default();
     Error::unavailable(
         format!("S3 refused to {what}: {status} {code} {message}").trim_end().to_string(),
         std::io::Error::other(status.to_string()),
     )
+}
+
+/// A response body as text, read frame by frame (at most 1 MiB: S3's answers are small).
+async fn text_of(body: Incoming, stall: Duration) -> std::io::Result<String> {
+    let mut body = ObjectBody { body, stall };
+    let mut text = Vec::new();
+    while let Some(data) = body.next().await {
+        text.extend_from_slice(&data.map_err(std::io::Error::other)?);
+        if text.len() > 1 << 20 {
+            return Err(std::io::Error::other("the answer is over 1 MiB"));
+        }
+    }
+    Ok(String::from_utf8_lossy(&text).into_owned())
 }
 
 fn xml_value(text: &str, tag: &str) -> Option<String> {

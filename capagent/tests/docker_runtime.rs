@@ -172,6 +172,29 @@ async fn an_unreachable_engine_is_named_and_the_agent_registers_without_docker()
     assert!(err.to_string().contains("the docker runtime is unavailable on this node"), "{err}");
 }
 
+/// `GET /index.html` from 127.0.0.1:`port`, as soon as something answers there (the deadline
+/// only guards against a hang).
+async fn fetch_page(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            socket.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await?;
+            let mut page = String::new();
+            socket.read_to_string(&mut page).await?;
+            Ok::<_, std::io::Error>(page)
+        };
+        match attempt.await {
+            Ok(page) if page.contains("200") => return page,
+            other => {
+                assert!(std::time::Instant::now() < deadline, "no answer at 127.0.0.1:{port}: {other:?}");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn on_a_network_of_its_own_a_container_is_reached_at_its_allocation_and_reports_its_traffic() {
     // The runtime's own network by default, made when the runtime connects: a bridge whose
@@ -201,25 +224,7 @@ async fn on_a_network_of_its_own_a_container_is_reached_at_its_allocation_and_re
     std::fs::write(config.servers_dir.join(id.to_string()).join("index.html"), "hello from the container\n").unwrap();
     rt.start(id).await.unwrap();
     rt.wait_ready(id).await.unwrap();
-    // Connected to as soon as the server listens (a deadline only guards against a hang).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let page = loop {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let attempt = async {
-            let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-            socket.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await?;
-            let mut page = String::new();
-            socket.read_to_string(&mut page).await?;
-            Ok::<_, std::io::Error>(page)
-        };
-        match attempt.await {
-            Ok(page) if page.contains("200") => break page,
-            other => {
-                assert!(std::time::Instant::now() < deadline, "no answer at 127.0.0.1:{port}: {other:?}");
-                tokio::task::yield_now().await;
-            }
-        }
-    };
+    let page = fetch_page(port).await;
     assert!(page.ends_with("hello from the container\n"), "{page}");
     let inspected = engine.inspect_container(&format!("cap-{id}"), None).await.unwrap();
     let bindings = inspected.host_config.unwrap().port_bindings.unwrap();
@@ -231,6 +236,24 @@ async fn on_a_network_of_its_own_a_container_is_reached_at_its_allocation_and_re
     let stats = rt.stats(id).await.unwrap();
     let network = stats.network.expect("the container's own interface is counted");
     assert!(network.rx_bytes > 0 && network.tx_bytes > 0, "{network:?}");
+    rt.stop(id, std::time::Duration::from_secs(20)).await.unwrap();
+    rt.remove(id).await.unwrap();
+    // A spec without allocations (from a panel that sends none) is published at its
+    // `SERVER_IP`:`SERVER_PORT`.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut spec = shell(
+        &image,
+        "exec /bin/busybox httpd -f -p \"$SERVER_IP:$SERVER_PORT\" -h /home/container",
+        Limits::default(),
+    );
+    spec.environment.insert("SERVER_IP".into(), "127.0.0.1".into());
+    spec.environment.insert("SERVER_PORT".into(), port.to_string());
+    spec.stop = StopAction::Signal(capcore::template::StopSignal::Sigterm);
+    let id = spec.server_id;
+    rt.create(spec).await.unwrap();
+    std::fs::write(config.servers_dir.join(id.to_string()).join("index.html"), "from the environment\n").unwrap();
+    rt.start(id).await.unwrap();
+    assert!(fetch_page(port).await.ends_with("from the environment\n"));
     rt.stop(id, std::time::Duration::from_secs(20)).await.unwrap();
     rt.remove(id).await.unwrap();
     // A network named in the settings is not made up: the runtime says it is missing.

@@ -62,7 +62,14 @@ fn guest_checks(mount: &Path) {
     let dir = servers.join(a.to_string());
     std::fs::create_dir_all(dir.join("world")).unwrap();
     std::fs::write(dir.join("world/old.dat"), vec![1u8; 256 * 1024]).unwrap();
-    quotas.apply(a, &dir, MIB).unwrap();
+    // Links and fifos hold no blocks and take no project, and do not stop the tagging.
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("world/link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere", dir.join("dangling")).unwrap();
+    run("/bin/busybox", &["mkfifo", &dir.join("world/pipe").display().to_string()]);
+    // While the game runs, an untagged directory is not walked.
+    let deferred = quotas.apply(a, &dir, MIB, false).unwrap_err();
+    assert!(deferred.contains("when the server is next stopped"), "{what}: {deferred}");
+    quotas.apply(a, &dir, MIB, true).unwrap();
     // Made after the tagging: it inherits the project.
     std::fs::create_dir(dir.join("plugins")).unwrap();
     let (written, refused) = write_until_refused(&dir.join("world/new.dat"), 2 * MIB);
@@ -83,7 +90,7 @@ fn guest_checks(mount: &Path) {
     };
     assert!(!mkdir.status.success(), "{what}: no room for a directory");
     // A higher limit lets it grow; freeing space lets it write again.
-    quotas.apply(a, &dir, 4 * MIB).unwrap();
+    quotas.apply(a, &dir, 4 * MIB, false).unwrap();
     let (_, refused) = write_until_refused(&dir.join("world/grown.dat"), 2 * MIB);
     assert!(refused.is_none(), "{what}: written under the raised limit: {refused:?}");
 
@@ -91,10 +98,14 @@ fn guest_checks(mount: &Path) {
     let b = ServerId(uuid::Uuid::new_v4());
     let other = servers.join(b.to_string());
     std::fs::create_dir_all(&other).unwrap();
-    quotas.apply(b, &other, 0).unwrap();
+    quotas.apply(b, &other, 0, true).unwrap();
     let (_, refused) = write_until_refused(&other.join("big"), 6 * MIB);
     assert!(refused.is_none(), "{what}: no limit, nothing refused: {refused:?}");
 
+    // A new agent (nothing remembered) finds the directory tagged and only sets the limit,
+    // even with the game running.
+    let again = ProjectQuotas::detect(&servers).unwrap();
+    again.apply(a, &dir, 4 * MIB, false).unwrap();
     // Lifted when the server goes.
     quotas.forget(a, true);
     let (_, refused) = write_until_refused(&dir.join("world/after.dat"), 2 * MIB);
@@ -131,6 +142,7 @@ fn host_parts() -> Option<(PathBuf, PathBuf)> {
         "ldd",
         "timeout",
         "chattr",
+        "lsattr",
     ];
     let missing: Vec<&str> = tools.iter().copied().filter(|t| which(t).is_none()).collect();
     let problem = match &kernel_dir {
@@ -188,6 +200,7 @@ fn host() {
     }
     copy_with_libraries(&which("xfs_quota").unwrap(), &root, Path::new("/usr/sbin/xfs_quota"));
     copy_with_libraries(&which("chattr").unwrap(), &root, Path::new("/usr/bin/chattr"));
+    copy_with_libraries(&which("lsattr").unwrap(), &root, Path::new("/usr/bin/lsattr"));
     copy_with_libraries(&std::env::current_exe().unwrap(), &root, Path::new("/test"));
     let init = format!(
         r#"#!/bin/busybox sh

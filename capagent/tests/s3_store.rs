@@ -147,6 +147,24 @@ async fn a_slow_transfer_goes_on_while_one_that_stops_moving_fails() {
     assert!(err.contains(&format!("S3 at {endpoint} made no progress")), "{err}");
     server.abort();
 
+    // An answer that comes slowly but steadily (as S3's to completing a large upload does) is
+    // waited for.
+    let (config, server) = serve_one(move |_, mut socket| async move {
+        let body = " ".repeat(20);
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+        let _ = socket.write_all(head.as_bytes()).await;
+        for byte in body.bytes() {
+            let _ = socket.write_all(&[byte]).await;
+            tokio::time::sleep(pause).await;
+        }
+    })
+    .await;
+    let bucket = Bucket::new(config).unwrap().with_stall(stall);
+    let started = std::time::Instant::now();
+    bucket.put_file("slowly", &dir.join("up")).await.unwrap();
+    assert!(started.elapsed() > stall * 2, "the answer took longer than the stall time");
+    server.abort();
+
     // An object sent without its length is refused rather than taken as empty.
     let (config, server) = serve_one(|_, mut socket| async move {
         let _ = socket.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nsome bytes").await;

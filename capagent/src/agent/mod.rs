@@ -316,7 +316,11 @@ impl Agent {
                 let run = self.next_run(id);
                 self.spawn_watcher(id, run);
             }
-            Ok(_) => {
+            Ok(_) | Err(_) => {
+                if let Err(e) = &status {
+                    tracing::warn!(server = %id, error = %e, "cannot re-adopt server");
+                    self.system_line(id, &format!("[cap] the server could not be taken over again: {e}"));
+                }
                 let truth = match was {
                     ServerState::Starting | ServerState::Running | ServerState::Stopping => {
                         self.system_line(id, "[cap] the server stopped while the agent was not running");
@@ -332,7 +336,6 @@ impl Agent {
                     self.set_state(id, truth, None);
                 }
             }
-            Err(e) => tracing::warn!(server = %id, error = %e, "cannot re-adopt server"),
         }
     }
 
@@ -525,7 +528,9 @@ impl Agent {
         let Some(quotas) = self.inner.project_quotas.clone() else { return };
         let dir = self.inner.config.runtime.servers_dir.join(id.to_string());
         let limit = files::limit_bytes(disk_mb);
-        let applied = tokio::task::spawn_blocking(move || quotas.apply(id, &dir, limit)).await;
+        // Nothing of the game's runs while a directory is walked to tag it.
+        let may_walk = self.state_of(id).is_none_or(|s| !s.is_up() && s != ServerState::Installing);
+        let applied = tokio::task::spawn_blocking(move || quotas.apply(id, &dir, limit, may_walk)).await;
         match applied {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(server = %id, "cannot set the project quota: {e}"),

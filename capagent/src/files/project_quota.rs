@@ -47,6 +47,11 @@ impl ProjectQuotas {
     /// `xfs_quota` is on `PATH` (or in `/usr/sbin`, `/sbin`).
     pub fn detect(dir: &Path) -> Option<Self> {
         let tool = program("xfs_quota")?;
+        // Setting projects and limits takes root; an agent without it would only pretend.
+        if !nix::unistd::geteuid().is_root() {
+            tracing::info!("project quotas are not used: the agent is not root");
+            return None;
+        }
         let dir = std::fs::canonicalize(dir).ok()?;
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
         let (mount_point, fs_type, options) = mount_of(&mountinfo, &dir)?;
@@ -90,9 +95,11 @@ impl ProjectQuotas {
     }
 
     /// Tags `dir` (the server's directory, which must exist) as the server's project and sets its
-    /// hard limit to `limit_bytes` (0: none). The tagging walks the directory once per agent
-    /// run; later calls change only the limit.
-    pub fn apply(&self, server: ServerId, dir: &Path, limit_bytes: u64) -> Result<(), String> {
+    /// hard limit to `limit_bytes` (0: none). A directory already tagged (its own project id is
+    /// the server's: what is made in it inherits that) is not walked again; one that is not is
+    /// walked only when `may_walk` (the game is not running, so nothing changes beneath the
+    /// walk), else this says so and sets nothing.
+    pub fn apply(&self, server: ServerId, dir: &Path, limit_bytes: u64, may_walk: bool) -> Result<(), String> {
         let project = Self::project_of(server);
         let tagged = self.applied.lock().expect("quota lock").get(&server).copied();
         if tagged.is_none() {
@@ -100,7 +107,12 @@ impl ProjectQuotas {
             if !dir.starts_with(&self.mount_point) {
                 return Err(format!("{} is not on {}", dir.display(), self.mount_point.display()));
             }
-            self.tag(&dir, project)?;
+            if self.project_of_dir(&dir) != Some(project) {
+                if !may_walk {
+                    return Err("the directory is tagged when the server is next stopped".into());
+                }
+                self.tag(&dir, project)?;
+            }
         }
         if tagged != Some(limit_bytes) {
             // Whole KiB, rounded up, as the quota counts blocks.
@@ -130,6 +142,15 @@ impl ProjectQuotas {
             .ok_or_else(|| format!("xfs_quota gave no usage for project {project}: {out:?}"))
     }
 
+    /// The project id of the directory itself (`lsattr -pd`), if it can be read.
+    fn project_of_dir(&self, dir: &Path) -> Option<u32> {
+        let out = Command::new(program("lsattr")?).arg("-pd").arg(dir).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next()?.parse().ok()
+    }
+
     /// Gives everything in `dir` the project id, and its directories the flag that makes what is
     /// made in them inherit it.
     fn tag(&self, dir: &Path, project: u32) -> Result<(), String> {
@@ -144,19 +165,36 @@ impl ProjectQuotas {
                 Err(format!("chattr failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
             }
         };
-        let id = project.to_string();
-        chattr_on(&["-R".as_ref(), "-p".as_ref(), id.as_ref(), dir.as_os_str()])?;
-        // Directories only (ext4 refuses the flag on files), a few hundred per run.
+        // Regular files and directories (links and special files take no project, and chattr
+        // refuses them), a few hundred per run; the inherit flag on directories only (ext4
+        // refuses it on files).
         let mut dirs = vec![dir.to_path_buf()];
+        let mut files = Vec::new();
         let mut next = 0;
         while next < dirs.len() {
-            let entries = std::fs::read_dir(&dirs[next]).map_err(|e| format!("{}: {e}", dirs[next].display()))?;
+            let entries = match std::fs::read_dir(&dirs[next]) {
+                Ok(entries) => entries,
+                // Gone meanwhile: nothing to tag there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    next += 1;
+                    continue;
+                }
+                Err(e) => return Err(format!("{}: {e}", dirs[next].display())),
+            };
             next += 1;
             for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    dirs.push(entry.path());
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(entry.path()),
+                    Ok(t) if t.is_file() => files.push(entry.path()),
+                    _ => {}
                 }
             }
+        }
+        let id = project.to_string();
+        for batch in dirs.chunks(256).chain(files.chunks(256)) {
+            let mut args: Vec<&std::ffi::OsStr> = vec!["-p".as_ref(), id.as_ref()];
+            args.extend(batch.iter().map(|d| d.as_os_str()));
+            chattr_on(&args)?;
         }
         for batch in dirs.chunks(256) {
             let mut args: Vec<&std::ffi::OsStr> = vec!["+P".as_ref()];
@@ -178,8 +216,12 @@ impl ProjectQuotas {
         cmd.arg(&self.mount_point);
         let out = cmd.output().map_err(|e| format!("cannot run {}: {e}", self.tool.display()))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() || !stderr.trim().is_empty() {
+        if !out.status.success() {
             return Err(format!("xfs_quota {commands:?} failed ({}): {}", out.status, stderr.trim()));
+        }
+        // Notes such as "skipping special file" for links and fifos, which hold no blocks.
+        if !stderr.trim().is_empty() {
+            tracing::debug!("xfs_quota {commands:?}: {}", stderr.trim());
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

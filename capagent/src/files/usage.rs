@@ -81,6 +81,7 @@ pub struct DiskUsage {
     state: Mutex<State>,
     walks: AtomicU64,
     watch_limit: usize,
+    retry_watching: Duration,
 }
 
 impl Default for DiskUsage {
@@ -110,12 +111,24 @@ impl DiskUsage {
                 None
             }
         };
-        Self { inotify, state: Mutex::new(State::default()), walks: AtomicU64::new(0), watch_limit: WATCHES_PER_SERVER }
+        Self {
+            inotify,
+            state: Mutex::new(State::default()),
+            walks: AtomicU64::new(0),
+            watch_limit: WATCHES_PER_SERVER,
+            retry_watching: RETRY_WATCHING,
+        }
     }
 
     /// With at most `limit` directories watched per server (instead of [`WATCHES_PER_SERVER`]).
     pub fn with_watch_limit(mut self, limit: usize) -> Self {
         self.watch_limit = limit;
+        self
+    }
+
+    /// With watching tried again after `after` of walking (instead of ten minutes).
+    pub fn with_retry_watching(mut self, after: Duration) -> Self {
+        self.retry_watching = after;
         self
     }
 
@@ -139,12 +152,14 @@ impl DiskUsage {
         let mut state = self.state.lock().expect("disk usage lock");
         self.apply_events(inotify, &mut state);
         let walking = state.servers.get(&server).and_then(|t| t.walking_since.filter(|_| t.root == dir));
-        if walking.is_some_and(|since| since.elapsed() < RETRY_WATCHING) {
+        if walking.is_some_and(|since| since.elapsed() < self.retry_watching) {
+            drop(state);
             self.walks.fetch_add(1, Ordering::Relaxed);
             return crate::runtime::process::dir_size(dir);
         }
+        // Walked for a while: watching is tried again.
         let fresh = match state.servers.get(&server) {
-            Some(t) => t.stale || t.root != dir,
+            Some(t) => t.stale || t.root != dir || t.walking_since.is_some(),
             None => true,
         };
         if fresh {
@@ -157,6 +172,7 @@ impl DiskUsage {
                 // directory is walked (now, and for a while).
                 self.forget_locked(inotify, &mut state, server);
                 state.servers.insert(server, Tracked { walking_since: Some(Instant::now()), ..Tracked::new(dir) });
+                drop(state);
                 self.walks.fetch_add(1, Ordering::Relaxed);
                 return crate::runtime::process::dir_size(dir);
             }
@@ -538,6 +554,29 @@ mod tests {
         assert_eq!(usage.walks(), walks + 1, "the small one walked once");
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&small).unwrap();
+    }
+
+    #[test]
+    fn watching_is_tried_again_after_a_while_and_the_count_stays_right() {
+        let usage = DiskUsage::new().with_watch_limit(2).with_retry_watching(Duration::ZERO);
+        let dir = scratch("retry");
+        let server = ServerId(uuid::Uuid::from_u128(9));
+        for i in 0..3 {
+            std::fs::create_dir_all(dir.join(format!("d{i}"))).unwrap();
+            std::fs::write(dir.join(format!("d{i}/f")), vec![0u8; 100]).unwrap();
+        }
+        for round in 0..3 {
+            assert_eq!(usage.measure(server, &dir), 300, "round {round}");
+            assert!(usage.walking(server));
+        }
+        // Fewer directories now: watching takes over again.
+        std::fs::remove_dir_all(dir.join("d2")).unwrap();
+        std::fs::remove_dir_all(dir.join("d1")).unwrap();
+        assert_eq!(usage.measure(server, &dir), 100);
+        assert!(!usage.walking(server));
+        std::fs::write(dir.join("d0/g"), vec![0u8; 5]).unwrap();
+        assert_eq!(usage.measure(server, &dir), 105);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -275,6 +275,21 @@ impl DockerRuntime {
         format!("{}install-{id}", self.config.container_prefix)
     }
 
+    fn chown_name(&self, id: ServerId) -> String {
+        format!("{}chown-{id}", self.config.container_prefix)
+    }
+
+    /// The runtime's network, made again if it went (`docker network prune` removes it while no
+    /// container uses it).
+    async fn network_ready(&self) -> Result<()> {
+        if !self.publishes() {
+            return Ok(());
+        }
+        ensure_network(&self.docker, &self.config.network_mode)
+            .await
+            .map_err(|why| Error::unavailable(why, std::io::Error::other("docker network")))
+    }
+
     /// Marks the server busy for one operation; `Conflict` while it runs or another is under way.
     fn claim(&self, id: ServerId, what: &'static str) -> Result<(Busy<'_>, RuntimeSpec, PathBuf, Arc<Console>)> {
         self.with(id, |m| {
@@ -388,7 +403,7 @@ impl DockerRuntime {
         dir: &Path,
         limits: &Limits,
     ) -> std::result::Result<(), String> {
-        let name = format!("{}chown-{id}", self.config.container_prefix);
+        let name = self.chown_name(id);
         self.remove_container(&name).await.map_err(|e| e.to_string())?;
         let mut host = self.host_config(limits, vec![bind(dir, INSTALL_DIR, false)]);
         host.network_mode = Some("none".into());
@@ -456,11 +471,22 @@ impl DockerRuntime {
             Some(HashMap::from([("/tmp".into(), format!("rw,nosuid,nodev,size={}m,mode=1777", self.config.tmp_mb))]));
         let mut environment = spec.environment.clone();
         let mut exposed = None;
-        if self.publishes() && !spec.ports.is_empty() {
+        // A spec from a panel that sends no allocations: its primary one from the environment.
+        let from_environment = match (environment.get("SERVER_IP"), environment.get("SERVER_PORT")) {
+            (Some(ip), Some(port)) => port
+                .parse()
+                .ok()
+                .map(|port| capcore::protocol::v1::PortBinding { ip: ip.clone(), port })
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        };
+        let ports = if spec.ports.is_empty() { &from_environment } else { &spec.ports };
+        if self.publishes() && !ports.is_empty() {
             // Each allocation published at the same port number inside, TCP and UDP; the game
             // binds every address of its own network (`SERVER_IP` says so).
             let mut bindings = bollard::models::PortMap::new();
-            for p in &spec.ports {
+            for p in ports {
                 for protocol in ["tcp", "udp"] {
                     let binding = bollard::models::PortBinding {
                         host_ip: Some(p.ip.clone()),
@@ -581,7 +607,7 @@ fn publishes(mode: &str) -> bool {
 /// whose containers cannot talk to each other.
 async fn ensure_network(docker: &Docker, name: &str) -> std::result::Result<(), String> {
     // The engine takes two networks of one name made at once: runtimes of this process make it
-    // one at a time, and runtimes elsewhere that raced keep the same one (see below).
+    // one at a time, and after runtimes elsewhere raced the duplicates are removed (see below).
     static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _making = MAKING.lock().await;
     match docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
@@ -610,7 +636,8 @@ async fn ensure_network(docker: &Docker, name: &str) -> std::result::Result<(), 
 }
 
 /// Of several networks called `name` that runtimes made at once, keeps the one with the least id
-/// (every racer picks the same) and removes the others.
+/// and removes the others it can (one a container already uses stays, and the engine then calls
+/// the name ambiguous until it is removed by hand).
 async fn keep_one_network(docker: &Docker, name: &str) -> std::result::Result<(), String> {
     let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
     let options = bollard::query_parameters::ListNetworksOptions { filters: Some(filters) };
@@ -872,6 +899,7 @@ impl Runtime for DockerRuntime {
         self.ensure_image(&image, &console).await?;
         let name = self.name_of(id);
         self.remove_container(&name).await?;
+        self.network_ready().await?;
         let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
         let created =
             self.docker.create_container(Some(options), self.game_container(&spec, &image, &dir)).await.map_err(
@@ -944,6 +972,7 @@ impl Runtime for DockerRuntime {
         }
         self.remove_container(&self.name_of(id)).await?;
         self.remove_container(&self.install_name(id)).await?;
+        self.remove_container(&self.chown_name(id)).await?;
         let dir = self.with(id, |m| Ok(m.dir.clone()))?;
         for dir in [dir, self.config.state_dir.join(id.to_string())] {
             match tokio::fs::remove_dir_all(&dir).await {
@@ -1090,8 +1119,12 @@ impl GameRuntime for DockerRuntime {
         self.create(spec).await?;
         let (_busy, _spec, _dir, console) = self.claim(id, "adopting")?;
         let name = self.name_of(id);
-        // An install the agent was running when it stopped did not finish: its container goes.
-        self.remove_container(&self.install_name(id)).await?;
+        // An install the agent was running when it stopped did not finish: its containers go.
+        for leftover in [self.install_name(id), self.chown_name(id)] {
+            if let Err(e) = self.remove_container(&leftover).await {
+                tracing::warn!("cannot remove the leftover container {leftover}: {e}");
+            }
+        }
         let Some((pid, true)) = self.pid_of(&name).await? else {
             return Ok(RuntimeStatus::NotRunning);
         };
@@ -1125,6 +1158,7 @@ impl GameRuntime for DockerRuntime {
             .map_err(|e| Error::unavailable("cannot write the install script", e))?;
         let name = self.install_name(id);
         self.remove_container(&name).await?;
+        self.network_ready().await?;
         let mut host =
             self.host_config(&spec.limits, vec![bind(&dir, INSTALL_DIR, false), bind(&scripts, "/mnt/install", true)]);
         host.cap_drop = Some(vec!["ALL".into()]);
