@@ -18,6 +18,7 @@ pub mod e2e;
 /// A local S3 server (`moto_server`) for the tests.
 #[path = "../../capagent/tests/support/moto.rs"]
 pub mod moto;
+pub mod webdriver;
 
 use axum::Router;
 use axum::body::Body;

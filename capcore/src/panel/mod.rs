@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod live;
 pub mod openapi;
 mod routes;
+pub mod ui;
 
 pub use agents::{AgentCall, AgentRegistry, AgentStatus, PowerAction};
 pub use clock::{Clock, ManualClock, SystemClock};

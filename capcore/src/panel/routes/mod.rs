@@ -96,6 +96,7 @@ pub(crate) fn router(state: Arc<PanelState>) -> Router {
         router = router.route(path, handler);
     }
     router
+        .merge(super::ui::router())
         .fallback(|| async { super::error::ApiError::not_found("route") })
         // After the routes: axum applies it to the routes present. It keeps the `Allow` header.
         .method_not_allowed_fallback(|| async {

@@ -1,0 +1,53 @@
+import { render, freshState } from "/assets/ansi.js";
+
+// A console view: lines appended as text, at most `limit` kept (the oldest go), following the
+// end unless the reader scrolled up or turned following off.
+export class ConsoleView {
+  constructor(pre, follow, limit = 5000) {
+    this.pre = pre;
+    this.follow = follow;
+    this.limit = limit;
+    this.state = freshState();
+    this.pending = [];
+    this.scheduled = false;
+    pre.addEventListener("scroll", () => {
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      if (!atEnd && follow.checked && this.userScrolled) follow.checked = false;
+      if (atEnd && !follow.checked && this.userScrolled) follow.checked = true;
+      this.userScrolled = true;
+    });
+    follow.addEventListener("change", () => { if (follow.checked) this.toEnd(); });
+  }
+
+  // Lines are added in batches, once a frame, so a fast console does not redraw per line.
+  push(line) {
+    this.pending.push(line);
+    if (this.pending.length > this.limit) this.pending.splice(0, this.pending.length - this.limit);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      requestAnimationFrame(() => this.flush());
+    }
+  }
+
+  flush() {
+    this.scheduled = false;
+    const batch = document.createDocumentFragment();
+    for (const line of this.pending) batch.append(render(line, this.state));
+    this.pending = [];
+    this.pre.append(batch);
+    const extra = this.pre.childElementCount - this.limit;
+    for (let i = 0; i < extra; i++) this.pre.firstElementChild.remove();
+    if (this.follow.checked) this.toEnd();
+  }
+
+  clear() {
+    this.pending = [];
+    this.pre.replaceChildren();
+    this.state = freshState();
+  }
+
+  toEnd() {
+    this.userScrolled = false;
+    this.pre.scrollTop = this.pre.scrollHeight;
+  }
+}

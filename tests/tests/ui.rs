@@ -1,0 +1,171 @@
+//! The web UI in a real browser (Debian's Chromium through chromedriver): the panel on a loopback
+//! socket, `cap-agent` running the test game server, and a tenant clicking through the pages.
+//! Screenshots go to `target/ui-screenshots/`.
+
+use cap_tests::e2e::AgentNode;
+use cap_tests::webdriver::Browser;
+use cap_tests::{PASSWORD, TestPanel};
+use serde_json::json;
+
+const XSS: &str = "<img src=x onerror=alert(1)>";
+
+/// Logs `email` in through the login page, which then goes where it was sent from.
+async fn log_in(browser: &Browser, email: &str) {
+    browser.wait_for("the login page", "location.pathname === '/login' && document.querySelector('#email')").await;
+    browser.type_into("#email", email).await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.click("#login button[type=submit]").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_logs_in_starts_a_server_sends_a_command_and_stops_it() {
+    let Some(browser) = Browser::start("tenant", None).await else { return };
+    let panel = TestPanel::start().await;
+    let AgentNode { addr, node, agent: _agent, .. } = panel.agent_node("ui-tenant", 4, &[]).await;
+    let (owner_id, _) = panel.user("tenant", &[]).await;
+    let template = panel.game_template("ui-game", &[], json!({"type": "command", "value": "stop"})).await;
+    let server = panel.server(XSS, &owner_id, &node, &template).await;
+    panel.wait_state(&server, "offline").await;
+    let base = format!("http://{addr}");
+
+    // Not logged in: the server page sends the browser to log in, and back after.
+    browser.goto(&format!("{base}/servers/{server}")).await;
+    log_in(&browser, "tenant@example.org").await;
+    browser.wait_for("the server page", &format!("location.pathname === '/servers/{server}'")).await;
+    // What was logged before (the refused requests of a visitor not logged in) is read away.
+    browser.console_errors().await;
+    // The hostile name is text, not markup.
+    assert_eq!(browser.wait_text("#name", XSS).await, XSS);
+    let images = browser.execute("return document.querySelectorAll('img').length;", json!([])).await;
+    assert_eq!(images, json!(0), "no element was made from the name");
+    browser.wait_text("#state", "offline").await;
+    browser.wait_text("#link", "Connected").await;
+    browser.screenshot("server-offline").await;
+
+    // Start: the buttons follow the state, the console shows the game coming up.
+    browser.wait_for("Start enabled", "!document.querySelector('[data-action=start]').disabled").await;
+    let stop_enabled =
+        browser.execute("return !document.querySelector('[data-action=stop]').disabled;", json!([])).await;
+    assert_eq!(stop_enabled, json!(false), "nothing to stop yet");
+    browser.click("[data-action=start]").await;
+    browser.wait_text("#console", "Done (").await;
+    browser.wait_text("#state", "running").await;
+    browser.wait_for("Stop enabled", "!document.querySelector('[data-action=stop]').disabled").await;
+
+    // A command and its answer; a line carrying HTML shows literally.
+    browser.type_into("#command", "say <b>hello</b> from the browser").await;
+    browser.click("#command-form button[type=submit]").await;
+    browser.wait_text("#console", "[Server] <b>hello</b> from the browser").await;
+    let bold = browser.execute("return document.querySelectorAll('#console b').length;", json!([])).await;
+    assert_eq!(bold, json!(0), "console lines are text");
+    assert_eq!(browser.text("#command").await, "", "the input is cleared for the next command");
+    browser.screenshot("server-running").await;
+
+    browser.click("[data-action=stop]").await;
+    browser.wait_text("#state", "offline").await;
+    browser.wait_text("#console", "Stopping server").await;
+
+    // The dashboard lists the server, by its name as text, with its state.
+    browser.goto(&format!("{base}/")).await;
+    browser.wait_text("#servers", XSS).await;
+    browser.wait_text("#servers .state", "offline").await;
+    browser.screenshot("dashboard").await;
+    // The pages ran under their Content-Security-Policy without an error or a violation.
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_without_the_console_permission_sees_no_console_and_no_power_buttons() {
+    let Some(browser) = Browser::start("viewer", Some((390, 844))).await else { return };
+    let panel = TestPanel::start().await;
+    let AgentNode { addr, node, agent: _agent, .. } = panel.agent_node("ui-viewer", 4, &[]).await;
+    let (owner_id, _) = panel.user("owner", &[]).await;
+    let template = panel.game_template("ui-viewer-game", &[], json!({"type": "command", "value": "stop"})).await;
+    let server = panel.server("watched", &owner_id, &node, &template).await;
+    panel.wait_state(&server, "offline").await;
+    panel.user("viewer", &[]).await;
+    panel.subuser(&server, "viewer@example.org", &["SERVER_VIEW"]).await;
+
+    browser.goto(&format!("http://{addr}/login")).await;
+    log_in(&browser, "viewer@example.org").await;
+    browser.wait_text("#servers", "watched").await;
+    browser.console_errors().await;
+    browser.click("#servers a").await;
+    browser.wait_text("#link", "Connected").await;
+    browser.wait_for("the no-console note", "!document.querySelector('#no-console').hidden").await;
+    let hidden = browser
+        .execute(
+            "return [document.querySelector('#console-section').hidden, \
+             ...[...document.querySelectorAll('#power button')].map(b => b.hidden)];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(hidden, json!([true, true, true, true, true]), "no console, no power buttons");
+    browser.screenshot("server-viewer-phone").await;
+    assert!(browser.console_errors().await.is_empty());
+}
+
+#[tokio::test]
+async fn pages_and_assets_carry_the_security_headers_and_no_inline_script() {
+    let panel = TestPanel::start().await;
+    for path in ["/", "/login", "/servers/anything", "/assets/server.js", "/assets/app.css"] {
+        let req = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+        let (status, headers, body) = panel.send_for_bytes(req).await;
+        assert_eq!(status, 200, "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        let text = String::from_utf8(body).unwrap();
+        if path.starts_with("/assets/") {
+            continue;
+        }
+        assert_eq!(headers["cache-control"], "no-store", "{path}");
+        // Scripts only from files of the panel, never inline, and no handler attributes.
+        assert_eq!(text.matches("<script").count(), 1, "{path}");
+        assert!(text.contains(r#"<script type="module" src="/assets/"#), "{path}");
+        assert!(!has_handler_attribute(&text), "{path}: no inline handlers");
+        // Every input has a label.
+        assert_eq!(text.matches("<input").count(), text.matches("<label").count(), "{path}");
+    }
+    let req = axum::http::Request::get("/assets/..%2Fmod.rs").body(axum::body::Body::empty()).unwrap();
+    assert_eq!(panel.send_for_bytes(req).await.0, 404);
+}
+
+/// Whether markup has an event handler attribute (` onclick=`, ` onerror=`…).
+fn has_handler_attribute(html: &str) -> bool {
+    html.match_indices(" on").any(|(i, _)| {
+        let rest = &html[i + 3..];
+        let name: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
+        !name.is_empty() && rest[name.len()..].starts_with('=')
+    })
+}
+
+#[test]
+fn handler_attributes_are_found() {
+    assert!(has_handler_attribute(r#"<img src=x onerror=alert(1)>"#));
+    assert!(has_handler_attribute(r#"<a onclick="x()">"#));
+    assert!(!has_handler_attribute("<p>turn on the server</p>"));
+}
+
+#[test]
+fn the_ui_scripts_never_turn_strings_into_markup_or_code() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../capcore/src/panel/ui/assets");
+    let mut scripts = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "js") {
+            continue;
+        }
+        scripts += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        for sink in
+            ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function", "setTimeout(\""]
+        {
+            assert!(!text.contains(sink), "{} uses {sink}", path.display());
+        }
+    }
+    assert!(scripts >= 5, "the scripts were read");
+}
