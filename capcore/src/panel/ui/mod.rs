@@ -16,8 +16,9 @@
 //! use capcore::panel::ui;
 //!
 //! assert!(ui::CSP.contains("script-src 'self'") && !ui::CSP.contains("unsafe-inline"));
-//! let page = ui::page("Servers", "dashboard");
+//! let page = ui::page("dashboard").unwrap();
 //! assert!(page.contains(r#"<script type="module" src="/assets/dashboard.js"></script>"#));
+//! assert!(ui::paths().any(|p| p == "/servers/{id}/files"));
 //! assert!(ui::asset("console.js").is_some() && ui::asset("../secret").is_none());
 //! ```
 
@@ -38,35 +39,125 @@ struct Asset {
     body: &'static str,
 }
 
-const ASSETS: &[Asset] = &[
+/// The page modules and the modules they share, each `assets/<name>.js`.
+macro_rules! modules {
+    ($($name:literal),* $(,)?) => {
+        [$(Asset {
+            name: concat!($name, ".js"),
+            content_type: "text/javascript; charset=utf-8",
+            body: include_str!(concat!("assets/", $name, ".js")),
+        }),*]
+    };
+}
+
+const MODULES: [Asset; 22] = modules![
+    "api", "ansi", "console", "serverpage", "login", "dashboard", "account", "server", "files", "startup",
+    "backups", "subusers", "admin-servers", "server-new", "nodes", "node", "users", "roles", "templates",
+    "template", "audit", "admin",
+];
+
+const OTHER_ASSETS: [Asset; 2] = [
     Asset { name: "app.css", content_type: "text/css; charset=utf-8", body: include_str!("assets/app.css") },
     Asset { name: "icon.svg", content_type: "image/svg+xml", body: include_str!("assets/icon.svg") },
-    Asset { name: "api.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/api.js") },
-    Asset { name: "ansi.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/ansi.js") },
-    Asset { name: "login.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/login.js") },
-    Asset {
-        name: "dashboard.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/dashboard.js"),
-    },
-    Asset {
-        name: "console.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/console.js"),
-    },
-    Asset { name: "server.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/server.js") },
 ];
 
 /// The contents and type of an embedded asset.
 pub fn asset(name: &str) -> Option<(&'static str, &'static str)> {
-    ASSETS.iter().find(|a| a.name == name).map(|a| (a.content_type, a.body))
+    MODULES.iter().chain(&OTHER_ASSETS).find(|a| a.name == name).map(|a| (a.content_type, a.body))
 }
 
-/// A page: the layout with `body` (static markup of this module's, never user data) and the
-/// page's module `/assets/<script>.js`.
-fn layout(title: &str, body: &str, script: &str) -> String {
+/// Which part of the panel a page belongs to: its navigation.
+#[derive(Clone, Copy)]
+enum Section {
+    /// Login, the dashboard, the account.
+    Plain,
+    /// A server's pages, with the server's tabs.
+    Server,
+    /// The admin pages, with the admin tabs.
+    Admin,
+}
+
+/// A page: where it is served, its title, its section, its markup (`pages/<name>.html`, static,
+/// never user data) and its module (`assets/<name>.js`).
+struct Page {
+    path: &'static str,
+    name: &'static str,
+    title: &'static str,
+    section: Section,
+    body: &'static str,
+}
+
+macro_rules! pages {
+    ($(($path:literal, $name:literal, $title:literal, $section:ident)),* $(,)?) => {
+        [$(Page {
+            path: $path,
+            name: $name,
+            title: $title,
+            section: Section::$section,
+            body: include_str!(concat!("pages/", $name, ".html")),
+        }),*]
+    };
+}
+
+const PAGES: [Page; 18] = pages![
+    ("/", "dashboard", "Servers", Plain),
+    ("/login", "login", "Log in", Plain),
+    ("/account", "account", "Account", Plain),
+    ("/servers/{id}", "server", "Server", Server),
+    ("/servers/{id}/files", "files", "Files", Server),
+    ("/servers/{id}/startup", "startup", "Startup", Server),
+    ("/servers/{id}/backups", "backups", "Backups", Server),
+    ("/servers/{id}/users", "subusers", "Users", Server),
+    ("/admin", "admin", "Administration", Admin),
+    ("/admin/servers", "admin-servers", "All servers", Admin),
+    ("/admin/servers/new", "server-new", "New server", Admin),
+    ("/admin/nodes", "nodes", "Nodes", Admin),
+    ("/admin/nodes/{id}", "node", "Node", Admin),
+    ("/admin/users", "users", "Users", Admin),
+    ("/admin/roles", "roles", "Roles", Admin),
+    ("/admin/templates", "templates", "Templates", Admin),
+    ("/admin/templates/{id}", "template", "Template", Admin),
+    ("/admin/audit", "audit", "Audit log", Admin),
+];
+
+/// Every page's path (with `{id}` where an id goes).
+pub fn paths() -> impl Iterator<Item = &'static str> {
+    PAGES.iter().map(|p| p.path)
+}
+
+const SERVER_TABS: &str = r#"<p class="crumbs"><a href="/">Servers</a> › <span id="server-name"></span></p>
+<nav class="tabs" id="server-tabs" aria-label="Server">
+<a data-tab="server">Console</a>
+<a data-tab="files" hidden>Files</a>
+<a data-tab="startup" hidden>Startup</a>
+<a data-tab="backups" hidden>Backups</a>
+<a data-tab="subusers" hidden>Users</a>
+</nav>"#;
+
+const ADMIN_TABS: &str = r#"<nav class="tabs" aria-label="Administration">
+<a href="/admin/servers">Servers</a>
+<a href="/admin/nodes">Nodes</a>
+<a href="/admin/users">Users</a>
+<a href="/admin/roles">Roles</a>
+<a href="/admin/templates">Templates</a>
+<a href="/admin/audit">Audit log</a>
+</nav>"#;
+
+/// A page by its name (`login`, `dashboard`, `server`, `files`, `nodes`…): the layout, the
+/// section's navigation, the page's markup and its module.
+pub fn page(name: &str) -> Option<String> {
+    PAGES.iter().find(|p| p.name == name).map(render)
+}
+
+fn render(page: &Page) -> String {
+    let tabs = match page.section {
+        Section::Plain => "",
+        Section::Server => SERVER_TABS,
+        Section::Admin => ADMIN_TABS,
+    };
+    let (title, body, script) = (page.title, page.body, page.name);
     format!(
-        r#"<!doctype html>
+        r##"<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -76,87 +167,30 @@ fn layout(title: &str, body: &str, script: &str) -> String {
 <link rel="icon" href="/assets/icon.svg" type="image/svg+xml">
 </head>
 <body>
+<a class="skip" href="#main">Skip to content</a>
 <header class="top">
 <a class="brand" href="/">Ctrl-Alt-Play</a>
-<nav aria-label="Main"><a href="/">Servers</a> <span id="who"></span> <button type="button" id="logout" hidden>Log out</button></nav>
+<nav aria-label="Main"><a href="/">Servers</a> <a href="/admin" id="nav-admin" hidden>Admin</a> <a href="/account" id="nav-account" hidden>Account</a> <span id="who"></span> <button type="button" id="logout" hidden>Log out</button></nav>
 </header>
-<main id="main">
+<main id="main" tabindex="-1">
+{tabs}
 {body}
 </main>
 <script type="module" src="/assets/{script}.js"></script>
 </body>
 </html>
-"#
+"##
     )
 }
 
-/// A page by name: `login`, `dashboard` or `server` (its title is `title`).
-pub fn page(title: &str, name: &str) -> String {
-    let body = match name {
-        "login" => LOGIN,
-        "server" => SERVER,
-        _ => DASHBOARD,
-    };
-    layout(title, body, name)
-}
-
-const LOGIN: &str = r#"<section class="card narrow">
-<h1>Log in</h1>
-<form id="login" novalidate>
-<label for="email">Email</label>
-<input id="email" name="email" type="email" autocomplete="username" required>
-<label for="password">Password</label>
-<input id="password" name="password" type="password" autocomplete="current-password" required>
-<div id="totp-row" hidden>
-<label for="totp">Two-factor code</label>
-<input id="totp" name="totp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]*">
-</div>
-<p id="login-error" class="error" role="alert"></p>
-<button type="submit">Log in</button>
-</form>
-</section>"#;
-
-const DASHBOARD: &str = r#"<h1>Servers</h1>
-<p id="status" role="status">Loading…</p>
-<ul id="servers" class="servers"></ul>"#;
-
-const SERVER: &str = r#"<div class="server-head">
-<h1 id="name">Server</h1>
-<span id="state" class="state" role="status"></span>
-<span id="node" class="node-offline" hidden>Node offline</span>
-</div>
-<div id="power" class="power" aria-label="Power">
-<button type="button" data-action="start" hidden>Start</button>
-<button type="button" data-action="restart" hidden>Restart</button>
-<button type="button" data-action="stop" hidden>Stop</button>
-<button type="button" data-action="kill" hidden class="danger">Kill</button>
-</div>
-<p id="notice" class="error" role="alert"></p>
-<section class="resources" aria-label="Resources">
-<span>CPU <strong id="cpu">–</strong></span>
-<span>Memory <strong id="memory">–</strong></span>
-<span>Disk <strong id="disk">–</strong></span>
-<svg id="chart" class="chart" viewBox="0 0 300 60" preserveAspectRatio="none" role="img" aria-label="CPU over the last minutes"><polyline id="cpu-line" points=""></polyline></svg>
-</section>
-<section id="console-section" class="console-section" aria-label="Console" hidden>
-<div class="console-bar"><span id="link" class="link" role="status"></span>
-<label><input type="checkbox" id="follow" checked> Follow</label></div>
-<pre id="console" class="console" tabindex="0" aria-live="off"></pre>
-<form id="command-form" class="command">
-<label for="command" class="visually-hidden">Command</label>
-<input id="command" autocomplete="off" placeholder="Type a command" maxlength="4096">
-<button type="submit">Send</button>
-</form>
-</section>
-<p id="no-console" hidden>You do not have access to this server's console.</p>"#;
-
-/// The UI's routes: `/`, `/login`, `/servers/{id}` and `/assets/{name}`.
+/// The UI's routes: every page and `/assets/{name}`.
 pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(|| async { html(page("Servers", "dashboard")) }))
-        .route("/login", get(|| async { html(page("Log in", "login")) }))
-        .route("/servers/{id}", get(|Path(_id): Path<String>| async { html(page("Server", "server")) }))
-        .route("/assets/{name}", get(serve_asset))
+    let mut router = Router::new().route("/assets/{name}", get(serve_asset));
+    for page in &PAGES {
+        let html = render(page);
+        router = router.route(page.path, get(move || async move { secured(html.into_response(), "text/html; charset=utf-8", "no-store") }));
+    }
+    router
 }
 
 async fn serve_asset(Path(name): Path<String>) -> Response {
@@ -166,10 +200,6 @@ async fn serve_asset(Path(name): Path<String>) -> Response {
             secured((StatusCode::NOT_FOUND, "no such asset").into_response(), "text/plain; charset=utf-8", "no-store")
         }
     }
-}
-
-fn html(page: String) -> Response {
-    secured(page.into_response(), "text/html; charset=utf-8", "no-store")
 }
 
 /// The headers every UI response carries.

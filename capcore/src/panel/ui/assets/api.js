@@ -31,18 +31,18 @@ export function toLogin() {
   location.assign("/login?next=" + encodeURIComponent(next));
 }
 
-export async function api(method, path, body, retried = false) {
+export async function api(method, path, body) {
+  return request(method, path, body === undefined ? undefined : JSON.stringify(body), "application/json");
+}
+
+// A request with a body as it is (a file's bytes, an uploaded egg): `contentType` names it.
+export async function request(method, path, body, contentType, retried = false) {
   const headers = { "Accept": "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (body !== undefined) headers["Content-Type"] = contentType;
   if (method !== "GET") headers["X-CSRF-Token"] = cookie("cap_csrf");
-  const response = await fetch(path, {
-    method,
-    headers,
-    credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const response = await fetch(path, { method, headers, credentials: "same-origin", body });
   if (response.status === 401 && !retried && !path.startsWith("/api/auth/")) {
-    if (await refresh()) return api(method, path, body, true);
+    if (await refresh()) return request(method, path, body, contentType, true);
     toLogin();
     throw new ApiError(401, "unauthorized", "Your session ended; log in again.");
   }
@@ -82,14 +82,75 @@ export function bytes(n) {
   return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
+// Global permissions that open the admin pages.
+export const ADMIN_PERMISSIONS = [
+  "SERVER_CREATE", "USER_VIEW", "USER_PERMISSIONS", "SYSTEM_NODES", "SYSTEM_TEMPLATES", "SYSTEM_AUDIT",
+  "SYSTEM_SETTINGS",
+];
+
 export async function setupHeader(me) {
   const who = document.getElementById("who");
   if (who && me) who.textContent = me.username ?? me.email ?? "";
+  const admin = document.getElementById("nav-admin");
+  if (admin && me) admin.hidden = !ADMIN_PERMISSIONS.some((p) => me.permissions.includes(p));
+  const account = document.getElementById("nav-account");
+  if (account && me) account.hidden = false;
+  for (const link of document.querySelectorAll("nav a[href]")) {
+    if (link.getAttribute("href") === location.pathname) link.setAttribute("aria-current", "page");
+  }
   const logout = document.getElementById("logout");
   if (logout && me) {
     logout.hidden = false;
     logout.addEventListener("click", async () => {
       try { await api("POST", "/api/auth/logout"); } finally { location.assign("/login"); }
     });
+  }
+}
+
+// A query string from an object, leaving out empty values.
+export function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, v);
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}
+
+// A time as the reader's local date and time.
+export function when(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleString();
+}
+
+// A button that asks once more before doing something that cannot be undone: the first press
+// arms it ("Confirm …"), a second press within five seconds runs `action`.
+export function confirming(button, label, action) {
+  const original = button.textContent;
+  let timer = null;
+  button.addEventListener("click", async () => {
+    if (!button.dataset.armed) {
+      button.dataset.armed = "1";
+      button.textContent = label;
+      timer = setTimeout(() => { delete button.dataset.armed; button.textContent = original; }, 5000);
+      return;
+    }
+    clearTimeout(timer);
+    delete button.dataset.armed;
+    button.textContent = original;
+    await action();
+  });
+}
+
+// Runs `work` with `button` disabled, putting an error's message into `errorNode` (as text).
+export async function busy(button, errorNode, work) {
+  if (errorNode) errorNode.textContent = "";
+  if (button) button.disabled = true;
+  try {
+    return await work();
+  } catch (e) {
+    if (errorNode) errorNode.textContent = e.message || "That did not work.";
+    return undefined;
+  } finally {
+    if (button) button.disabled = false;
   }
 }

@@ -1,7 +1,8 @@
-import { api, bytes, ensureSession, setupHeader } from "/assets/api.js";
+import { bytes, ensureSession } from "/assets/api.js";
 import { ConsoleView } from "/assets/console.js";
+import { loadServerPage, serverId } from "/assets/serverpage.js";
 
-const id = decodeURIComponent(location.pathname.split("/")[2] || "");
+const id = serverId();
 const $ = (x) => document.getElementById(x);
 const view = new ConsoleView($("console"), $("follow"));
 const POWER = { start: "SERVER_START", stop: "SERVER_STOP", restart: "SERVER_RESTART", kill: "SERVER_STOP" };
@@ -141,9 +142,7 @@ $("command").addEventListener("keydown", (event) => {
 });
 
 async function main() {
-  const me = await ensureSession();
-  await setupHeader(me);
-  const server = await api("GET", `/api/servers/${encodeURIComponent(id)}`);
+  const { server } = await loadServerPage();
   $("name").textContent = server.name;
   document.title = `${server.name} · Ctrl-Alt-Play`;
   state = server.state;

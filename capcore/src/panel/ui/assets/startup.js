@@ -1,0 +1,3 @@
+import { loadServerPage } from "/assets/serverpage.js";
+
+loadServerPage().then(() => { document.getElementById("status").textContent = ""; });
