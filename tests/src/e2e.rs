@@ -281,7 +281,16 @@ pub async fn live_connect_with(
     cred: &Cred,
     recv_buffer: Option<u32>,
 ) -> Result<LiveClient, u16> {
-    let mut request = format!("ws://{addr}/api/servers/{server}/ws").into_client_request().expect("websocket request");
+    connect_feed(addr, &format!("/api/servers/{server}/ws"), cred, recv_buffer).await
+}
+
+/// Opens the server's summary feed (`?summary=true`: state and resource use only).
+pub async fn live_connect_summary(addr: SocketAddr, server: &str, cred: &Cred) -> Result<LiveClient, u16> {
+    connect_feed(addr, &format!("/api/servers/{server}/ws?summary=true"), cred, None).await
+}
+
+async fn connect_feed(addr: SocketAddr, path: &str, cred: &Cred, recv_buffer: Option<u32>) -> Result<LiveClient, u16> {
+    let mut request = format!("ws://{addr}{path}").into_client_request().expect("websocket request");
     match cred {
         Cred::Bearer(t) => {
             request.headers_mut().insert("authorization", format!("Bearer {t}").parse().expect("header"));

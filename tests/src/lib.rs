@@ -347,6 +347,13 @@ impl TestPanel {
     }
 
     /// The bootstrapped admin's id.
+    /// The current TOTP code for the base32 `secret` at the panel's clock time.
+    pub fn totp_code(&self, secret: &str) -> String {
+        let raw = data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).expect("base32 secret");
+        let step = self.clock.now().millis().div_euclid(1000) / capauth::totp::STEP_SECS;
+        capauth::totp::code_at_step(&raw, step, capauth::totp::DIGITS)
+    }
+
     pub async fn admin_id(&self) -> String {
         let (status, body) = self.get("/api/me", &self.admin().await).await;
         assert_eq!(status, StatusCode::OK, "me: {body}");

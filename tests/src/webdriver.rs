@@ -41,7 +41,8 @@ async fn exchange(port: u16, method: &str, path: &str, body: Option<&Value>) -> 
     // chromedriver keeps the connection open whatever the request says: the answer is read by
     // its length (or to its last chunk), not to the end of the stream.
     let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
+    // On the heap: this future is awaited inside deep test futures, which debug builds move on the stack.
+    let mut buf = vec![0u8; 16 * 1024];
     let head_end = loop {
         if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
@@ -99,10 +100,21 @@ async fn exchange(port: u16, method: &str, path: &str, body: Option<&Value>) -> 
     Ok((status, value))
 }
 
+/// `value` as a quoted CSS string (for attribute selectors).
+pub fn quoted(value: &str) -> String {
+    json!(value).to_string()
+}
+
 impl Browser {
     /// A headless Chromium with a 1280x800 window (`width`x`height` if given), or `None` when
     /// the browser is not installed.
     pub async fn start(tag: &str, size: Option<(u32, u32)>) -> Option<Browser> {
+        Self::start_with(tag, size, false).await
+    }
+
+    /// Like [`Browser::start`]; with `network_log` the browser also logs its network events
+    /// (read with [`Browser::network_bytes`]).
+    pub async fn start_with(tag: &str, size: Option<(u32, u32)>, network_log: bool) -> Option<Browser> {
         let (Some(chromium), Some(chromedriver)) = (program("chromium"), program("chromedriver")) else {
             assert!(
                 std::env::var("CAP_TEST_REQUIRE").as_deref() != Ok("1"),
@@ -140,10 +152,16 @@ impl Browser {
             format!("--window-size={width},{height}"),
             format!("--user-data-dir={}", browser.profile.display()),
         ];
+        let mut options = json!({"binary": chromium.display().to_string(), "args": args});
+        let mut logs = json!({"browser": "ALL"});
+        if network_log {
+            options["perfLoggingPrefs"] = json!({"enableNetwork": true, "enablePage": false});
+            logs["performance"] = json!("ALL");
+        }
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": chromium.display().to_string(), "args": args},
-            "goog:loggingPrefs": {"browser": "ALL"}
+            "goog:chromeOptions": options,
+            "goog:loggingPrefs": logs
         }}});
         let (status, answer) = exchange(port, "POST", "/session", Some(&capabilities)).await.expect("new session");
         assert_eq!(status, 200, "a browser session: {answer}");
@@ -183,7 +201,16 @@ impl Browser {
             if value == Value::Bool(true) {
                 return;
             }
-            assert!(started.elapsed() < PATIENCE, "timed out waiting until {what} ({expression})");
+            if started.elapsed() >= PATIENCE {
+                let shown = self.execute("return document.body?.innerText.slice(0, 2000) ?? '';", json!([])).await;
+                let shot = self.screenshot("timed-out").await;
+                panic!(
+                    "timed out waiting until {what} ({expression}); the page at {} shows ({}):\n{}",
+                    self.url().await,
+                    shot.display(),
+                    shown.as_str().unwrap_or_default()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -232,6 +259,47 @@ impl Browser {
         path
     }
 
+    /// Logs in through the login page (which must be open or on its way), which then goes where
+    /// it was sent from.
+    pub async fn log_in(&self, email: &str, password: &str) {
+        self.wait_for("the login page", "location.pathname === '/login' && document.querySelector('#email')").await;
+        self.type_into("#email", email).await;
+        self.type_into("#password", password).await;
+        self.click("#login button[type=submit]").await;
+    }
+
+    /// How many elements `css` selects.
+    pub async fn count(&self, css: &str) -> Value {
+        self.execute("return document.querySelectorAll(arguments[0]).length;", json!([css])).await
+    }
+
+    /// Replaces the value of the input `css` with `text`, typed as a user would.
+    pub async fn fill(&self, css: &str, text: &str) {
+        self.execute("document.querySelector(arguments[0]).value = '';", json!([css])).await;
+        if !text.is_empty() {
+            self.type_into(css, text).await;
+        }
+    }
+
+    /// Reads away what the page logged, asserting that there is something and every line is a
+    /// refused request with `status`.
+    pub async fn expect_refusals(&self, status: u16) {
+        let errors = self.console_errors().await;
+        assert!(!errors.is_empty(), "the refused request was logged");
+        assert!(errors.iter().all(|e| e.contains(&format!("status of {status}"))), "{errors:?}");
+    }
+
+    /// What sticks out of the window on the right, if the page is wider than it (wide tables
+    /// must scroll inside their box): the offending elements, else nothing.
+    pub async fn overflowing(&self) -> Vec<Value> {
+        let script = "if (document.documentElement.scrollWidth <= window.innerWidth) return [];
+            return [...document.querySelectorAll('body *')]
+              .filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+              .map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))
+              .slice(0, 8);";
+        self.execute(script, json!([])).await.as_array().cloned().unwrap_or_default()
+    }
+
     /// What the page logged to its console at the level `SEVERE` (errors, CSP violations).
     pub async fn console_errors(&self) -> Vec<String> {
         let entries = self.call("POST", "/se/log", Some(json!({"type": "browser"}))).await;
@@ -244,6 +312,79 @@ impl Browser {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// What the browser received over the network since the last look (see [`Browser::network_bytes`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkBytes {
+    /// HTTP answers that finished loading (those served from the browser's cache count 0 bytes).
+    pub http_requests: u64,
+    /// Their bytes as received: headers and encoded bodies.
+    pub http_bytes: u64,
+    /// WebSocket frames received.
+    pub ws_frames: u64,
+    /// Their bytes: payloads with the frame headers of unmasked server frames.
+    pub ws_bytes: u64,
+}
+
+impl Browser {
+    /// Sends a Chrome DevTools Protocol command to the page (chromedriver's `goog/cdp/execute`).
+    pub async fn cdp(&self, command: &str, params: Value) -> Value {
+        self.call("POST", "/goog/cdp/execute", Some(json!({"cmd": command, "params": params}))).await
+    }
+
+    /// Totals of the network events logged since the last call (the browser must have been
+    /// started with its network log).
+    pub async fn network_bytes(&self) -> NetworkBytes {
+        let entries = self.call("POST", "/se/log", Some(json!({"type": "performance"}))).await;
+        let mut totals = NetworkBytes::default();
+        for entry in entries.as_array().into_iter().flatten() {
+            let Some(Ok(event)) = entry["message"].as_str().map(serde_json::from_str::<Value>) else { continue };
+            let event = &event["message"];
+            match event["method"].as_str() {
+                Some("Network.loadingFinished") => {
+                    totals.http_requests += 1;
+                    totals.http_bytes += event["params"]["encodedDataLength"].as_f64().unwrap_or(0.0) as u64;
+                }
+                Some("Network.webSocketFrameReceived") => {
+                    let payload = event["params"]["response"]["payloadData"].as_str().unwrap_or_default().len() as u64;
+                    let header = match payload {
+                        0..126 => 2,
+                        126..65_536 => 4,
+                        _ => 10,
+                    };
+                    totals.ws_frames += 1;
+                    totals.ws_bytes += payload + header;
+                }
+                _ => {}
+            }
+        }
+        totals
+    }
+
+    /// The browser's processes: chromedriver's descendants.
+    pub fn processes(&self) -> Vec<u32> {
+        let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+                Some((pid, ppid))
+            })
+            .collect();
+        let mut found = vec![self.driver.id()];
+        let mut i = 0;
+        while i < found.len() {
+            let parent = found[i];
+            found.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
+            i += 1;
+        }
+        found.remove(0);
+        found
     }
 }
 

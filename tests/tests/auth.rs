@@ -30,13 +30,6 @@ async fn refresh(panel: &TestPanel, token: &str) -> (StatusCode, Value) {
     panel.post("/api/auth/refresh", &Cred::None, json!({"refresh_token": token})).await
 }
 
-/// The current TOTP code for `secret` at the panel's clock time.
-fn totp_code(panel: &TestPanel, secret: &str) -> String {
-    let raw = data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).expect("base32 secret");
-    let step = panel.clock.now().millis().div_euclid(1000) / capauth::totp::STEP_SECS;
-    capauth::totp::code_at_step(&raw, step, capauth::totp::DIGITS)
-}
-
 async fn login_attempt(panel: &TestPanel, email: &str, password: &str, peer: &str) -> (StatusCode, Value, HeaderMap) {
     let body = Body::from(json!({"email": email, "password": password}).to_string());
     panel.send_from(Method::POST, "/api/auth/login", &Cred::None, Some(body), Some("application/json"), peer).await
@@ -325,7 +318,7 @@ async fn two_factor_enrolment_login_replay_and_disable() {
 
     let wrong = assert_error(&panel.post("/api/me/totp/confirm", &ada, json!({"code": "12345"})).await, 422, "invalid");
     assert!(wrong.contains("code"), "{wrong}");
-    let (status, body) = panel.post("/api/me/totp/confirm", &ada, json!({"code": totp_code(&panel, &secret)})).await;
+    let (status, body) = panel.post("/api/me/totp/confirm", &ada, json!({"code": panel.totp_code(&secret)})).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_eq!(panel.get("/api/me", &ada).await.1["totp_enabled"], true);
     assert_eq!(panel.last_audit("user.totp_enable").await["result"], "success");
@@ -333,7 +326,7 @@ async fn two_factor_enrolment_login_replay_and_disable() {
     panel.clock.advance_secs(30);
     let login = |totp: Option<String>| totp_login(&panel, totp);
     assert_error(&login(None).await, 401, "two_factor_required");
-    let code = totp_code(&panel, &secret);
+    let code = panel.totp_code(&secret);
     let wrong_code = format!("{}{}", &code[..5], (code.as_bytes()[5] - b'0' + 1) % 10);
     assert_error(&login(Some(wrong_code)).await, 401, "unauthorized");
     assert_error(&login(Some("abcdef".into())).await, 401, "unauthorized");
@@ -350,7 +343,7 @@ async fn two_factor_enrolment_login_replay_and_disable() {
         "invalid",
     );
     let (status, body) =
-        panel.json(Method::DELETE, "/api/me/totp", &session, json!({"code": totp_code(&panel, &secret)})).await;
+        panel.json(Method::DELETE, "/api/me/totp", &session, json!({"code": panel.totp_code(&secret)})).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_eq!(panel.get("/api/me", &ada).await.1["totp_enabled"], false);
     assert_eq!(login(None).await.0, StatusCode::OK);

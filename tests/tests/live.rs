@@ -2,10 +2,11 @@
 //! message, origin checks, rate limits, and slow browsers dropped without stalling others.
 //! Feed messages are published straight into the panel's live hub, as the agent gateway does.
 
-use cap_tests::e2e::{live_connect, live_connect_with, wait_until};
+use cap_tests::e2e::{live_connect, live_connect_summary, live_connect_with, wait_until};
 use cap_tests::{Cred, TestPanel};
 use capcore::ids::ServerId;
 use capcore::panel::PanelConfig;
+use capcore::panel::live::StatsSample;
 use capcore::protocol::v1::ConsoleStream;
 use capcore::state::ServerState;
 use serde_json::json;
@@ -48,6 +49,39 @@ async fn new_subscribers_get_the_bounded_replay_then_the_live_feed() {
     live.until_state("offline").await;
     live.until_line("live line").await;
     assert_eq!(live.console_lines(), ["early 3", "early 4", "early 5", "early 6", "early 7", "live line"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_socket_gets_state_and_use_without_console_history_or_backups() {
+    let (panel, addr, server, owner) = setup().await;
+    let id: ServerId = server.parse().unwrap();
+    let sample = |cpu| StatsSample { at_ms: 0, cpu_percent: cpu, memory_bytes: 1 << 20, disk_bytes: 0, network: None };
+    publish(&panel, &server, "replayed line");
+    panel.panel.state().live.stats(id, sample(1.0), 10);
+    let mut summary = live_connect_summary(addr, &server, &owner).await.unwrap();
+    let mut full = live_connect(addr, &server, &owner).await.unwrap();
+    full.until_line("replayed line").await;
+    full.until_kind("history", "the stats history", |_| true).await;
+
+    publish(&panel, &server, "live line");
+    panel.panel.state().live.stats(id, sample(2.5), 20);
+    panel.panel.state().live.state(id, ServerState::Offline);
+    full.until_line("live line").await;
+    // Frames go out in the order they were published: had the line been sent to the summary
+    // socket, it would have come before this state.
+    summary.until_state("offline").await;
+    summary.until_kind("stats", "the new stats", |v| v["cpu_percent"] == 2.5).await;
+    let kinds: Vec<&str> = summary.seen.iter().filter_map(|m| m["type"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"hello"), "{kinds:?}");
+    assert!(summary.console_lines().is_empty(), "{:?}", summary.console_lines());
+    assert!(!kinds.contains(&"history"), "{kinds:?}");
+    assert!(kinds.iter().all(|k| ["hello", "stats", "state"].contains(k)), "{kinds:?}");
+
+    // A value that is not a boolean is refused before the upgrade, naming the parameter.
+    let (status, body) = panel.get(&format!("/api/servers/{server}/ws?summary=maybe"), &owner).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_query", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("summary"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

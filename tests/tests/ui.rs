@@ -9,14 +9,6 @@ use serde_json::json;
 
 const XSS: &str = "<img src=x onerror=alert(1)>";
 
-/// Logs `email` in through the login page, which then goes where it was sent from.
-async fn log_in(browser: &Browser, email: &str) {
-    browser.wait_for("the login page", "location.pathname === '/login' && document.querySelector('#email')").await;
-    browser.type_into("#email", email).await;
-    browser.type_into("#password", PASSWORD).await;
-    browser.click("#login button[type=submit]").await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_logs_in_starts_a_server_sends_a_command_and_stops_it() {
     let Some(browser) = Browser::start("tenant", None).await else { return };
@@ -30,7 +22,7 @@ async fn a_tenant_logs_in_starts_a_server_sends_a_command_and_stops_it() {
 
     // Not logged in: the server page sends the browser to log in, and back after.
     browser.goto(&format!("{base}/servers/{server}")).await;
-    log_in(&browser, "tenant@example.org").await;
+    browser.log_in("tenant@example.org", PASSWORD).await;
     browser.wait_for("the server page", &format!("location.pathname === '/servers/{server}'")).await;
     // What was logged before (the refused requests of a visitor not logged in) is read away.
     browser.console_errors().await;
@@ -88,7 +80,7 @@ async fn a_tenant_without_the_console_permission_sees_no_console_and_no_power_bu
     panel.subuser(&server, "viewer@example.org", &["SERVER_VIEW"]).await;
 
     browser.goto(&format!("http://{addr}/login")).await;
-    log_in(&browser, "viewer@example.org").await;
+    browser.log_in("viewer@example.org", PASSWORD).await;
     browser.wait_text("#servers", "watched").await;
     browser.console_errors().await;
     browser.click("#servers a").await;

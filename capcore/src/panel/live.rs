@@ -24,7 +24,7 @@ use super::PanelState;
 use super::agents::PowerAction;
 use super::cluster::{Cluster, FrameKind, SharedFrame};
 use super::error::{ApiError, ApiResult};
-use super::extract::{ACCESS_COOKIE, Actor, ApiPath, bearer, cookie, parse_id};
+use super::extract::{ACCESS_COOKIE, Actor, ApiPath, ApiQuery, bearer, cookie, parse_id};
 use crate::backend::Credential;
 use crate::ids::ServerId;
 use crate::permission::{Permission, Scope, Subject, effective, is_allowed};
@@ -303,10 +303,19 @@ fn same_origin(headers: &HeaderMap) -> bool {
     origin.split_once("://").is_some_and(|(_, rest)| rest.trim_end_matches('/') == host)
 }
 
+/// `?summary=true`: the server's state and resource use only, without console lines (live or
+/// replayed), stats history or backup progress; what a list of servers needs.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct FeedQuery {
+    #[serde(default)]
+    summary: bool,
+}
+
 pub(crate) async fn server_ws(
     State(s): State<Arc<PanelState>>,
     actor: Actor,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<FeedQuery>,
     headers: HeaderMap,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
@@ -331,8 +340,16 @@ pub(crate) async fn server_ws(
         "node_online": s.node_online(server.node_id).await,
         "permissions": effective(&subject, Scope::Server(id)).names(),
     });
-    let session =
-        Session { s: s.clone(), actor, credential, id, node: server.node_id, checked: Instant::now(), subject };
+    let session = Session {
+        s: s.clone(),
+        actor,
+        credential,
+        id,
+        node: server.node_id,
+        checked: Instant::now(),
+        subject,
+        summary: query.summary,
+    };
     Ok(upgrade
         .read_buffer_size(16 * 1024)
         .write_buffer_size(16 * 1024)
@@ -349,6 +366,8 @@ struct Session {
     node: crate::ids::NodeId,
     subject: Subject,
     checked: Instant,
+    /// State and stats only (`?summary=true`).
+    summary: bool,
 }
 
 impl Session {
@@ -388,11 +407,11 @@ impl Session {
             hello["state"] = json!(server.state);
         }
         let mut first = vec![Utf8Bytes::from(hello.to_string())];
-        if self.may(Permission::SERVER_CONSOLE) {
+        if !self.summary && self.may(Permission::SERVER_CONSOLE) {
             first.extend(replay);
         }
         first.extend(stats);
-        let history = self.s.live.history(self.id);
+        let history = if self.summary { Vec::new() } else { self.s.live.history(self.id) };
         if !history.is_empty() {
             first.push(Utf8Bytes::from(json!({"type": "history", "samples": history}).to_string()));
         }
@@ -439,7 +458,10 @@ impl Session {
                         close(&mut socket, 1008, &e.to_string(), timeout).await;
                         return;
                     }
-                    let (console, backups) = (self.may(Permission::SERVER_CONSOLE), self.may(Permission::BACKUP_VIEW));
+                    let (console, backups) = (
+                        !self.summary && self.may(Permission::SERVER_CONSOLE),
+                        !self.summary && self.may(Permission::BACKUP_VIEW),
+                    );
                     let allowed = |f: &LiveFrame| match f.needs {
                         Some(Permission::SERVER_CONSOLE) => console,
                         Some(Permission::BACKUP_VIEW) => backups,

@@ -51,9 +51,28 @@ macro_rules! modules {
 }
 
 const MODULES: [Asset; 22] = modules![
-    "api", "ansi", "console", "serverpage", "login", "dashboard", "account", "server", "files", "startup",
-    "backups", "subusers", "admin-servers", "server-new", "nodes", "node", "users", "roles", "templates",
-    "template", "audit", "admin",
+    "api",
+    "ansi",
+    "console",
+    "serverpage",
+    "login",
+    "dashboard",
+    "account",
+    "server",
+    "files",
+    "startup",
+    "backups",
+    "subusers",
+    "admin-servers",
+    "server-new",
+    "nodes",
+    "node",
+    "users",
+    "roles",
+    "templates",
+    "template",
+    "audit",
+    "admin",
 ];
 
 const OTHER_ASSETS: [Asset; 2] = [
@@ -188,7 +207,10 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let mut router = Router::new().route("/assets/{name}", get(serve_asset));
     for page in &PAGES {
         let html = render(page);
-        router = router.route(page.path, get(move || async move { secured(html.into_response(), "text/html; charset=utf-8", "no-store") }));
+        router = router.route(
+            page.path,
+            get(move || async move { secured(html.into_response(), "text/html; charset=utf-8", "no-store") }),
+        );
     }
     router
 }

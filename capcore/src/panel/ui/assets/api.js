@@ -154,3 +154,48 @@ export async function busy(button, errorNode, work) {
     if (button) button.disabled = false;
   }
 }
+
+// Marks the inputs that an API error names (`fields`: the API's field name to the input's id;
+// the message starts `fqdn: must be…`), and unmarks the others.
+export function markField(message, fields) {
+  for (const [field, input] of Object.entries(fields)) {
+    document.getElementById(input).setAttribute("aria-invalid", String(message.startsWith(`${field}:`)));
+  }
+}
+
+// The whole number in the input `id`; when it is not one, the input is marked and the error
+// names `label`.
+export function wholeNumber(id, label) {
+  const input = document.getElementById(id);
+  const v = input.value.trim();
+  const ok = /^-?[0-9]+$/.test(v);
+  input.setAttribute("aria-invalid", String(!ok));
+  if (!ok) throw new Error(`${label} must be a whole number.`);
+  return Number(v);
+}
+
+// An admin page's start: the session and the header, then the caller's account if they hold
+// `permission`; otherwise the page says what `permission` is needed for and shows its
+// `#denied` part, if it has one, and the answer is null.
+export async function adminPage(permission, needed) {
+  const me = await ensureSession();
+  await setupHeader(me);
+  if (me.permissions.includes(permission)) return me;
+  document.getElementById("status").textContent = "";
+  document.getElementById("error").textContent =
+    `You are not allowed to ${needed}: that needs the ${permission} permission.`;
+  const denied = document.getElementById("denied");
+  if (denied) denied.hidden = false;
+  return null;
+}
+
+// Every role, page by page, built-in ones first.
+export async function allRoles() {
+  const all = [];
+  for (let n = 1; ; n++) {
+    const list = await api("GET", `/api/roles?per_page=100&page=${n}`);
+    all.push(...list.data);
+    if (!list.data.length || all.length >= list.total) break;
+  }
+  return all.sort((a, b) => (b.builtin - a.builtin) || a.name.localeCompare(b.name));
+}

@@ -7,7 +7,7 @@ const LIVE = 50;
 
 function watch(server, stateNode, useNode) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(`${scheme}//${location.host}/api/servers/${server.id}/ws`);
+  const socket = new WebSocket(`${scheme}//${location.host}/api/servers/${server.id}/ws?summary=true`);
   socket.addEventListener("message", (event) => {
     const m = JSON.parse(event.data);
     if (m.type === "hello" || m.type === "state") {

@@ -30,7 +30,8 @@ export async function loadServerPage() {
   document.getElementById("server-name").textContent = server.name;
   for (const link of document.querySelectorAll("#server-tabs a")) {
     const tab = link.dataset.tab;
-    const href = `/servers/${encodeURIComponent(id)}${tab === "server" ? "" : `/${tab}`}`;
+    const segment = { server: "", subusers: "/users" }[tab] ?? `/${tab}`;
+    const href = `/servers/${encodeURIComponent(id)}${segment}`;
     link.setAttribute("href", href);
     link.hidden = !permissions.includes(TAB_PERMISSION[tab]);
     if (href === location.pathname) link.setAttribute("aria-current", "page");
