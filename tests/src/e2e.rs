@@ -63,7 +63,7 @@ impl TestPanel {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let app = self.router.clone().into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        tokio::spawn(async move { axum::serve(capcore::panel::listener(listener), app).await.expect("serve") });
         addr
     }
 

@@ -131,6 +131,54 @@ async fn pages_and_assets_carry_the_security_headers_and_no_inline_script() {
     assert_eq!(panel.send_for_bytes(req).await.0, 404);
 }
 
+#[test]
+fn every_module_a_page_imports_is_served_and_preloaded() {
+    for page in capcore::panel::ui::names() {
+        let html = capcore::panel::ui::page(page).unwrap();
+        for module in capcore::panel::ui::imports(&format!("{page}.js")) {
+            assert!(capcore::panel::ui::asset(module).is_some(), "{page} imports {module}, which is not served");
+            assert!(
+                html.contains(&format!(r#"<link rel="modulepreload" href="/assets/{module}">"#)),
+                "{page}: {module}"
+            );
+        }
+    }
+    assert_eq!(capcore::panel::ui::imports("server.js"), ["ansi.js", "api.js", "console.js", "serverpage.js"]);
+}
+
+#[tokio::test]
+async fn an_asset_the_browser_holds_is_not_sent_again() {
+    let panel = TestPanel::start().await;
+    let get = |tag: Option<&str>| {
+        let mut req = axum::http::Request::get("/assets/api.js");
+        if let Some(tag) = tag {
+            req = req.header("if-none-match", tag);
+        }
+        panel.send_for_bytes(req.body(axum::body::Body::empty()).unwrap())
+    };
+    let (status, headers, body) = get(None).await;
+    assert_eq!(status, 200);
+    assert!(!body.is_empty());
+    assert_eq!(headers["cache-control"], "no-cache");
+    let tag = headers["etag"].to_str().unwrap().to_string();
+    assert!(tag.starts_with('"') && tag.ends_with('"') && tag.len() > 2, "{tag}");
+    // The same build gives the same tag; another asset has another.
+    assert_eq!(get(None).await.1["etag"], tag.as_str());
+    let req = axum::http::Request::get("/assets/app.css").body(axum::body::Body::empty()).unwrap();
+    assert_ne!(panel.send_for_bytes(req).await.1["etag"], tag.as_str());
+
+    // Held: 304 with no body, still under the CSP. A stale or malformed tag: the whole asset.
+    let (status, headers, body) = get(Some(&format!("\"stale\", {tag}"))).await;
+    assert_eq!(status, 304);
+    assert!(body.is_empty());
+    assert!(headers["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    assert_eq!(headers["etag"], tag.as_str());
+    for other in ["\"0000000000000000\"", "not a tag", ""] {
+        let (status, _, body) = get(Some(other)).await;
+        assert_eq!((status.as_u16(), body.is_empty()), (200, false), "{other:?}");
+    }
+}
+
 /// Whether markup has an event handler attribute (` onclick=`, ` onerror=`…).
 fn has_handler_attribute(html: &str) -> bool {
     html.match_indices(" on").any(|(i, _)| {

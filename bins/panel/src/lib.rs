@@ -273,12 +273,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
             async move { agent.run(async move { while stop.changed().await.is_ok() && !*stop.borrow() {} }).await },
         )
     });
-    let served = axum::serve(listener, wired.panel.router().into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    let served = axum::serve(
+        capcore::panel::listener(listener),
+        wired.panel.router().into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
     if let Some(task) = agent_task {
         let _ = task.await;
     }

@@ -318,6 +318,20 @@ pub struct BootstrapReport {
 }
 
 /// 24 random characters from an unambiguous alphabet.
+/// The listener to serve the panel's router on: `TCP_NODELAY` on every accepted connection, so
+/// a small answer (a page's module, a JSON body, a console frame) goes out at once instead of
+/// waiting for the browser's delayed acknowledgement of the one before.
+pub fn listener(
+    tcp: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    fn no_delay(stream: &mut tokio::net::TcpStream) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    }
+    axum::serve::ListenerExt::tap_io(tcp, no_delay as fn(&mut tokio::net::TcpStream))
+}
+
 pub fn generate_password() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";

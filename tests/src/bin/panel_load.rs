@@ -157,7 +157,9 @@ async fn serve(router: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.expect("serve");
+        axum::serve(capcore::panel::listener(listener), router.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .expect("serve");
     });
     addr
 }

@@ -20,6 +20,9 @@
 //! assert!(page.contains(r#"<script type="module" src="/assets/dashboard.js"></script>"#));
 //! assert!(ui::paths().any(|p| p == "/servers/{id}/files"));
 //! assert!(ui::asset("console.js").is_some() && ui::asset("../secret").is_none());
+//! // A page names every module its own imports, so the browser fetches them at once.
+//! assert_eq!(ui::imports("console.js"), ["ansi.js"]);
+//! assert!(ui::page("server").unwrap().contains(r#"<link rel="modulepreload" href="/assets/ansi.js">"#));
 //! ```
 
 use axum::Router;
@@ -139,6 +142,11 @@ const PAGES: [Page; 18] = pages![
     ("/admin/audit", "audit", "Audit log", Admin),
 ];
 
+/// Every page's name (as [`page`] takes it).
+pub fn names() -> impl Iterator<Item = &'static str> {
+    PAGES.iter().map(|p| p.name)
+}
+
 /// Every page's path (with `{id}` where an id goes).
 pub fn paths() -> impl Iterator<Item = &'static str> {
     PAGES.iter().map(|p| p.path)
@@ -168,6 +176,27 @@ pub fn page(name: &str) -> Option<String> {
     PAGES.iter().find(|p| p.name == name).map(render)
 }
 
+/// The modules that the module `name` (`server.js`) imports, directly or through others: its
+/// `import … from "/assets/<module>"` lines, followed. The page preloads them all at once
+/// rather than finding them one level at a time.
+pub fn imports(name: &str) -> Vec<&'static str> {
+    let mut found: Vec<&'static str> = Vec::new();
+    let mut next = vec![name];
+    while let Some(module) = next.pop() {
+        let Some((_, body)) = asset(module) else { continue };
+        for line in body.lines().filter(|l| l.starts_with("import ")) {
+            let Some((_, rest)) = line.split_once("from \"/assets/") else { continue };
+            let Some((dep, _)) = rest.split_once('"') else { continue };
+            if !found.contains(&dep) {
+                found.push(dep);
+                next.push(dep);
+            }
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
 fn render(page: &Page) -> String {
     let tabs = match page.section {
         Section::Plain => "",
@@ -175,6 +204,10 @@ fn render(page: &Page) -> String {
         Section::Admin => ADMIN_TABS,
     };
     let (title, body, script) = (page.title, page.body, page.name);
+    let preload: String = imports(&format!("{script}.js"))
+        .into_iter()
+        .map(|m| format!("<link rel=\"modulepreload\" href=\"/assets/{m}\">\n"))
+        .collect();
     format!(
         r##"<!doctype html>
 <html lang="en">
@@ -184,7 +217,7 @@ fn render(page: &Page) -> String {
 <title>{title} · Ctrl-Alt-Play</title>
 <link rel="stylesheet" href="/assets/app.css">
 <link rel="icon" href="/assets/icon.svg" type="image/svg+xml">
-</head>
+{preload}</head>
 <body>
 <a class="skip" href="#main">Skip to content</a>
 <header class="top">
@@ -215,9 +248,27 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     router
 }
 
-async fn serve_asset(Path(name): Path<String>) -> Response {
+/// An asset's entity tag: FNV-1a over its bytes, so the same build always gives the same tag
+/// and a changed asset a new one.
+fn etag(body: &str) -> String {
+    let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("\"{hash:016x}\"")
+}
+
+/// Assets are revalidated on every use (`no-cache`): a browser holding the current version gets
+/// `304 Not Modified` and no body.
+async fn serve_asset(Path(name): Path<String>, headers: axum::http::HeaderMap) -> Response {
     match asset(&name) {
-        Some((content_type, body)) => secured(body.into_response(), content_type, "no-cache"),
+        Some((content_type, body)) => {
+            let tag = etag(body);
+            let fresh = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+            let mut response = if fresh { StatusCode::NOT_MODIFIED.into_response() } else { body.into_response() };
+            response.headers_mut().insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex tag"));
+            secured(response, content_type, "no-cache")
+        }
         None => {
             secured((StatusCode::NOT_FOUND, "no such asset").into_response(), "text/plain; charset=utf-8", "no-store")
         }

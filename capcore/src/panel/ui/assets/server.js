@@ -83,10 +83,12 @@ function onMessage(m) {
   showState();
 }
 
-async function connect() {
+// `checked`: the session was just found valid (the page's first connection), so the access
+// cookie is not checked again first.
+async function connect(checked = false) {
   $("link").textContent = retry ? "Reconnecting…" : "Connecting…";
   try {
-    await ensureSession();
+    if (!checked) await ensureSession();
   } catch {
     return schedule();
   }
@@ -148,7 +150,7 @@ async function main() {
   state = server.state;
   permissions = server.permissions || [];
   showState();
-  connect();
+  connect(true);
 }
 
 main().catch((e) => { $("notice").textContent = e.message || "The server could not be loaded."; });
