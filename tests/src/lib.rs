@@ -135,6 +135,26 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The text of the QR code in a greyscale picture (`luma(x, y)`, 0 black), read as a camera app
+/// would, or `None` if no code is found or it does not decode.
+pub fn read_qr(width: usize, height: usize, luma: impl FnMut(usize, usize) -> u8) -> Option<String> {
+    let mut picture = rqrr::PreparedImage::prepare_from_greyscale(width, height, luma);
+    let grids = picture.detect_grids();
+    grids.first()?.decode().ok().map(|(_, text)| text)
+}
+
+/// The text of a QR code given as rows of modules (`1` dark), drawn as a picture with a quiet
+/// zone of four modules and read back with [`read_qr`].
+pub fn read_qr_rows(rows: &[&str]) -> Option<String> {
+    const SCALE: usize = 4;
+    let side = (rows.len() + 8) * SCALE;
+    read_qr(side, side, |x, y| {
+        let (col, row) = ((x / SCALE).checked_sub(4), (y / SCALE).checked_sub(4));
+        let dark = row.zip(col).and_then(|(r, c)| rows.get(r)?.as_bytes().get(c).copied()) == Some(b'1');
+        if dark { 0 } else { 255 }
+    })
+}
+
 /// A unique scratch path for a database file.
 pub fn scratch_db_path(tag: &str) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};

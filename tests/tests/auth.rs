@@ -313,7 +313,13 @@ async fn two_factor_enrolment_login_replay_and_disable() {
     let (status, setup) = panel.post("/api/me/totp", &ada, Value::Null).await;
     assert_eq!(status, StatusCode::OK, "{setup}");
     let secret = setup["secret"].as_str().unwrap().to_string();
-    assert!(setup["otpauth_uri"].as_str().unwrap().contains(&secret));
+    let uri = setup["otpauth_uri"].as_str().unwrap();
+    assert!(uri.contains(&secret));
+    // The QR code an authenticator app scans carries the link.
+    let rows: Vec<&str> = setup["qr"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert!(rows.len() >= 21 && rows.iter().all(|r| r.len() == rows.len()), "{rows:?}");
+    assert_eq!(cap_tests::read_qr_rows(&rows).as_deref(), Some(uri));
+    assert_eq!(cap_tests::read_qr_rows(&rows[1..]), None, "a damaged code does not read");
     assert_eq!(panel.get("/api/me", &ada).await.1["totp_enabled"], false, "not active before confirmation");
 
     let wrong = assert_error(&panel.post("/api/me/totp/confirm", &ada, json!({"code": "12345"})).await, 422, "invalid");

@@ -179,6 +179,58 @@ async fn an_asset_the_browser_holds_is_not_sent_again() {
     }
 }
 
+#[tokio::test]
+async fn pages_and_assets_go_compressed_to_a_browser_that_takes_gzip() {
+    let panel = TestPanel::start().await;
+    let get = |path: &str, accept: Option<&str>| {
+        let mut req = axum::http::Request::get(path);
+        if let Some(accept) = accept {
+            req = req.header("accept-encoding", accept);
+        }
+        panel.send_for_bytes(req.body(axum::body::Body::empty()).unwrap())
+    };
+    let gunzip = |bytes: &[u8]| {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut plain).expect("a gzip stream");
+        plain
+    };
+    for path in ["/", "/servers/0b3e2c52-0000-4000-8000-000000000000/files", "/assets/console.js", "/assets/app.css"] {
+        let (status, headers, plain) = get(path, None).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(headers.get("content-encoding").is_none(), "{path}: not asked for");
+        assert_eq!(headers["vary"], "accept-encoding", "{path}");
+        let (status, headers, zipped) = get(path, Some("gzip, deflate, br, zstd")).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(headers["content-encoding"], "gzip", "{path}");
+        assert_eq!(headers["vary"], "accept-encoding", "{path}");
+        assert!(headers["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+        assert_eq!(gunzip(&zipped), plain, "{path}: the same bytes");
+        assert!(zipped.len() < plain.len(), "{path}: {} of {} bytes", zipped.len(), plain.len());
+        // Refused, or not among the codings offered: as is.
+        for accept in ["identity", "gzip;q=0", "gzip;q=0, *", "br", "", "*;q=0"] {
+            let (_, headers, body) = get(path, Some(accept)).await;
+            assert!(headers.get("content-encoding").is_none(), "{path} {accept:?}");
+            assert_eq!(body, plain, "{path} {accept:?}");
+        }
+        for accept in ["GZIP;q=0.5", "br, *", "deflate, gzip ; q=1.0"] {
+            let (_, headers, _) = get(path, Some(accept)).await;
+            assert_eq!(headers["content-encoding"], "gzip", "{path} {accept:?}");
+        }
+    }
+    // Each form has its own entity tag; a browser holding the compressed one gets a 304 for it.
+    let (_, plain, _) = get("/assets/api.js", None).await;
+    let (_, zipped, _) = get("/assets/api.js", Some("gzip")).await;
+    assert_ne!(plain["etag"], zipped["etag"]);
+    let req = axum::http::Request::get("/assets/api.js")
+        .header("accept-encoding", "gzip")
+        .header("if-none-match", zipped["etag"].clone())
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, headers, body) = panel.send_for_bytes(req).await;
+    assert_eq!((status.as_u16(), body.len()), (304, 0));
+    assert_eq!(headers["etag"], zipped["etag"]);
+}
+
 /// Whether markup has an event handler attribute (` onclick=`, ` onerror=`…).
 fn has_handler_attribute(html: &str) -> bool {
     html.match_indices(" on").any(|(i, _)| {

@@ -334,6 +334,10 @@ async fn the_admin_pages_fit_a_phone_and_refuse_a_user_without_admin_permissions
     browser.wait_text("#nodes", "phone node").await;
     browser.console_errors().await;
     assert_eq!(browser.overflowing().await, Vec::<Value>::new(), "the nodes page fits");
+    // The admin tabs: the ones whose pages this account may use.
+    const TABS: &str = "return [...document.querySelectorAll('nav.tabs a')].filter((a) => !a.hidden && a.offsetParent).map((a) => a.textContent);";
+    let all = json!(["Servers", "Nodes", "Users", "Roles", "Templates", "Audit log"]);
+    assert_eq!(browser.execute(TABS, json!([])).await, all);
     browser.screenshot("admin-nodes-phone").await;
     browser.goto(&format!("{base}/admin/nodes/{node}")).await;
     browser.wait_text("#allocations", "30011").await;
@@ -361,6 +365,7 @@ async fn the_admin_pages_fit_a_phone_and_refuse_a_user_without_admin_permissions
     let state = "return [document.querySelector('#nav-admin').hidden, document.querySelector('#content').hidden, \
                  document.querySelector('#status').textContent];";
     assert_eq!(browser.execute(state, json!([])).await, json!([true, true, ""]));
+    assert_eq!(browser.execute(TABS, json!([])).await, json!([]));
     browser.screenshot("admin-not-allowed-phone").await;
     for (page, message) in [
         (format!("/admin/nodes/{node}"), "not allowed to manage nodes"),
@@ -387,5 +392,11 @@ async fn the_admin_pages_fit_a_phone_and_refuse_a_user_without_admin_permissions
     assert_eq!(browser.count("#matrix-body input:not(:disabled)").await, json!(0));
     assert_eq!(browser.count("#roles button, #matrix-head button").await, json!(0));
     assert!(browser.execute("return document.querySelector('#new-role').hidden;", json!([])).await == json!(true));
+    assert_eq!(browser.execute(TABS, json!([])).await, json!(["Servers", "Users", "Roles"]));
+    // The admin index lists the same pages.
+    browser.goto(&format!("{base}/admin")).await;
+    browser.wait_for("the admin index", "document.querySelectorAll('#admin-links li:not([hidden])').length > 0").await;
+    let listed = "return [...document.querySelectorAll('#admin-links li')].filter((li) => !li.hidden).map((li) => li.querySelector('a').textContent);";
+    assert_eq!(browser.execute(listed, json!([])).await, json!(["Servers", "Users", "Roles"]));
     assert!(browser.console_errors().await.is_empty());
 }

@@ -202,7 +202,23 @@ async fn the_account_page_turns_two_factor_on_and_off_and_makes_an_api_key_shown
     browser.click("#totp-begin").await;
     browser.wait_for("the key", "document.querySelector('#totp-secret').textContent.length > 10").await;
     let secret = browser.text("#totp-secret").await.replace(' ', "");
-    assert!(browser.text("#totp-uri").await.starts_with("otpauth://totp/"));
+    let uri = browser.text("#totp-uri").await;
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    // The QR code drawn on the page reads as the link, as a phone's camera would read it.
+    let drawn = browser
+        .execute(
+            "const c = document.querySelector('#totp-qr');
+             const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+             return [c.width, c.height, Array.from(px.filter((_, i) => i % 4 === 0)), c.getBoundingClientRect().width];",
+            json!([]),
+        )
+        .await;
+    let (width, height) = (drawn[0].as_u64().unwrap() as usize, drawn[1].as_u64().unwrap() as usize);
+    let red: Vec<u8> = drawn[2].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect();
+    assert_eq!(red.len(), width * height);
+    assert!(drawn[3].as_f64().unwrap() >= 100.0, "shown large enough to scan: {drawn:?}", drawn = drawn[3]);
+    assert_eq!(cap_tests::read_qr(width, height, |x, y| red[y * width + x]).as_deref(), Some(uri.as_str()));
+    browser.screenshot("account-2fa-qr").await;
     browser.type_into("#totp-code", "12").await;
     browser.click("#totp-submit").await;
     browser.wait_text("#totp-error", "6-digit").await;

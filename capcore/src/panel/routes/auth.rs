@@ -177,6 +177,19 @@ pub struct CodeBody {
 pub struct TotpBeginView {
     pub secret: String,
     pub otpauth_uri: String,
+    /// `otpauth_uri` as a QR code for an authenticator app's camera: one string per row of
+    /// modules, `1` dark and `0` light, without the quiet zone around it.
+    pub qr: Vec<String>,
+}
+
+/// The rows of a QR code of `text` (`1` a dark module), or none if it is too long for one.
+fn qr_rows(text: &str) -> Vec<String> {
+    let Ok(code) = qrcode::QrCode::new(text.as_bytes()) else { return Vec::new() };
+    let width = code.width();
+    code.to_colors()
+        .chunks(width)
+        .map(|row| row.iter().map(|c| if *c == qrcode::Color::Dark { '1' } else { '0' }).collect())
+        .collect()
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -448,7 +461,8 @@ async fn totp_begin(State(s): State<Arc<PanelState>>, actor: Actor) -> ApiResult
     let target = PanelState::user_target(actor.principal.user_id);
     let r = s.auth.totp_begin(actor.principal.user_id, s.now()).await;
     let setup = s.audited(&actor, "user.totp_begin", |_| (target.clone(), None), (target.clone(), None), r).await?;
-    Ok(Json(TotpBeginView { secret: setup.secret_base32, otpauth_uri: setup.otpauth_uri }))
+    let qr = qr_rows(&setup.otpauth_uri);
+    Ok(Json(TotpBeginView { secret: setup.secret_base32, otpauth_uri: setup.otpauth_uri, qr }))
 }
 
 async fn totp_confirm(

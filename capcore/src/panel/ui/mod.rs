@@ -26,10 +26,12 @@
 //! ```
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::sync::LazyLock;
 
 /// The Content-Security-Policy of every page and asset.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -161,13 +163,15 @@ const SERVER_TABS: &str = r#"<p class="crumbs"><a href="/">Servers</a> › <span
 <a data-tab="subusers" hidden>Users</a>
 </nav>"#;
 
+/// The admin tabs; each names the permissions of which one is needed to use its page
+/// (`data-needs`), and is shown only to an account holding one.
 const ADMIN_TABS: &str = r#"<nav class="tabs" aria-label="Administration">
-<a href="/admin/servers">Servers</a>
-<a href="/admin/nodes">Nodes</a>
-<a href="/admin/users">Users</a>
-<a href="/admin/roles">Roles</a>
-<a href="/admin/templates">Templates</a>
-<a href="/admin/audit">Audit log</a>
+<a href="/admin/servers" data-needs="SERVER_VIEW SERVER_CREATE" hidden>Servers</a>
+<a href="/admin/nodes" data-needs="SYSTEM_NODES" hidden>Nodes</a>
+<a href="/admin/users" data-needs="USER_VIEW" hidden>Users</a>
+<a href="/admin/roles" data-needs="USER_VIEW" hidden>Roles</a>
+<a href="/admin/templates" data-needs="SYSTEM_TEMPLATES SERVER_CREATE" hidden>Templates</a>
+<a href="/admin/audit" data-needs="SYSTEM_AUDIT" hidden>Audit log</a>
 </nav>"#;
 
 /// A page by its name (`login`, `dashboard`, `server`, `files`, `nodes`…): the layout, the
@@ -238,41 +242,135 @@ fn render(page: &Page) -> String {
 /// The UI's routes: every page and `/assets/{name}`.
 pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let mut router = Router::new().route("/assets/{name}", get(serve_asset));
-    for page in &PAGES {
-        let html = render(page);
+    for (index, page) in PAGES.iter().enumerate() {
         router = router.route(
             page.path,
-            get(move || async move { secured(html.into_response(), "text/html; charset=utf-8", "no-store") }),
+            get(move |headers: HeaderMap| async move {
+                let html = &rendered()[index];
+                let (encoding, body) = html.choose(&headers);
+                let mut response = Bytes::clone(body).into_response();
+                encoded(&mut response, encoding);
+                secured(response, "text/html; charset=utf-8", "no-store")
+            }),
         );
     }
     router
 }
 
+/// A body as the panel sends it: as is, and gzip-compressed where that is smaller (compressed
+/// once per process, at first use).
+struct Encoded {
+    plain: Bytes,
+    gzip: Option<Bytes>,
+}
+
+impl Encoded {
+    fn new(plain: Vec<u8>) -> Self {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&plain).expect("writing to memory");
+        let gzip = encoder.finish().expect("writing to memory");
+        let gzip = (gzip.len() < plain.len()).then(|| Bytes::from(gzip));
+        Self { plain: Bytes::from(plain), gzip }
+    }
+
+    /// The form the request's `Accept-Encoding` takes: gzip if it is offered and accepted.
+    fn choose(&self, headers: &HeaderMap) -> (Option<&'static str>, &Bytes) {
+        match &self.gzip {
+            Some(gzip) if accepts_gzip(headers) => (Some("gzip"), gzip),
+            _ => (None, &self.plain),
+        }
+    }
+}
+
+/// Whether `Accept-Encoding` accepts gzip: named with a quality above zero, or not named and
+/// `*` accepted.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut gzip = None;
+    let mut any = None;
+    for coding in
+        headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','))
+    {
+        let mut parts = coding.split(';');
+        let name = parts.next().unwrap_or_default().trim();
+        let quality = parts
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())
+            .unwrap_or(0.0);
+        if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            gzip = Some(quality > 0.0);
+        } else if name == "*" {
+            any = Some(quality > 0.0);
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+/// Marks a response with its content coding; either way its form depends on `Accept-Encoding`.
+fn encoded(response: &mut Response, encoding: Option<&'static str>) {
+    let h = response.headers_mut();
+    if let Some(encoding) = encoding {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+    }
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+}
+
+/// Every page, rendered and compressed, in the order of `PAGES`.
+fn rendered() -> &'static [Encoded] {
+    static PAGES_RENDERED: LazyLock<Vec<Encoded>> =
+        LazyLock::new(|| PAGES.iter().map(|p| Encoded::new(render(p).into_bytes())).collect());
+    &PAGES_RENDERED
+}
+
+/// Every asset, compressed, with its type and entity tag.
+fn assets() -> &'static [(&'static str, &'static str, String, Encoded)] {
+    static ASSETS: LazyLock<Vec<(&'static str, &'static str, String, Encoded)>> = LazyLock::new(|| {
+        MODULES
+            .iter()
+            .chain(&OTHER_ASSETS)
+            .map(|a| (a.name, a.content_type, etag(a.body), Encoded::new(a.body.as_bytes().to_vec())))
+            .collect()
+    });
+    &ASSETS
+}
+
 /// An asset's entity tag: FNV-1a over its bytes, so the same build always gives the same tag
-/// and a changed asset a new one.
+/// and a changed asset a new one. The compressed form's tag is the same with `-gz`.
 fn etag(body: &str) -> String {
     let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("\"{hash:016x}\"")
+    format!("{hash:016x}")
 }
 
 /// Assets are revalidated on every use (`no-cache`): a browser holding the current version gets
 /// `304 Not Modified` and no body.
-async fn serve_asset(Path(name): Path<String>, headers: axum::http::HeaderMap) -> Response {
-    match asset(&name) {
-        Some((content_type, body)) => {
-            let tag = etag(body);
-            let fresh = headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
-            let mut response = if fresh { StatusCode::NOT_MODIFIED.into_response() } else { body.into_response() };
-            response.headers_mut().insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex tag"));
-            secured(response, content_type, "no-cache")
-        }
-        None => {
-            secured((StatusCode::NOT_FOUND, "no such asset").into_response(), "text/plain; charset=utf-8", "no-store")
-        }
-    }
+async fn serve_asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let Some((_, content_type, hash, body)) = assets().iter().find(|a| a.0 == name) else {
+        return secured(
+            (StatusCode::NOT_FOUND, "no such asset").into_response(),
+            "text/plain; charset=utf-8",
+            "no-store",
+        );
+    };
+    let (encoding, bytes) = body.choose(&headers);
+    let tag = match encoding {
+        Some(_) => format!("\"{hash}-gz\""),
+        None => format!("\"{hash}\""),
+    };
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    let mut response = if fresh {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        encoded(&mut response, None);
+        response
+    } else {
+        let mut response = Bytes::clone(bytes).into_response();
+        encoded(&mut response, encoding);
+        response
+    };
+    response.headers_mut().insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex tag"));
+    secured(response, content_type, "no-cache")
 }
 
 /// The headers every UI response carries.

@@ -13,11 +13,30 @@ function showTotp() {
   $("totp-submit").classList.toggle("danger", me.totp_enabled);
 }
 
+// A QR code's rows of modules ("1" dark) on a canvas: 4 pixels a module, with the quiet zone of
+// four light modules around it that a camera needs.
+function drawQr(canvas, rows) {
+  canvas.hidden = rows.length === 0;
+  const scale = 4, quiet = 4, side = (rows.length + 2 * quiet) * scale;
+  canvas.width = side;
+  canvas.height = side;
+  const g = canvas.getContext("2d");
+  g.fillStyle = "#fff";
+  g.fillRect(0, 0, side, side);
+  g.fillStyle = "#000";
+  rows.forEach((row, y) => {
+    for (let x = 0; x < row.length; x++) {
+      if (row[x] === "1") g.fillRect((x + quiet) * scale, (y + quiet) * scale, scale, scale);
+    }
+  });
+}
+
 $("totp-begin").addEventListener("click", () => busy($("totp-begin"), $("totp-error"), async () => {
   const setup = await api("POST", "/api/me/totp");
   // Groups of four are easier to type.
   $("totp-secret").textContent = setup.secret.replace(/(.{4})/g, "$1 ").trim();
   $("totp-uri").textContent = setup.otpauth_uri;
+  drawQr($("totp-qr"), setup.qr);
   $("totp-setup").hidden = false;
   showTotp();
   $("totp-code").focus();

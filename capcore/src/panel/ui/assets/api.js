@@ -95,6 +95,12 @@ export async function setupHeader(me) {
   if (admin && me) admin.hidden = !ADMIN_PERMISSIONS.some((p) => me.permissions.includes(p));
   const account = document.getElementById("nav-account");
   if (account && me) account.hidden = false;
+  // Links to pages that need a permission (`data-needs`: one of these) are shown to those
+  // holding one.
+  for (const link of document.querySelectorAll("a[data-needs]")) {
+    const allowed = !!me && link.dataset.needs.split(" ").some((p) => me.permissions.includes(p));
+    (link.closest("li") ?? link).hidden = !allowed;
+  }
   for (const link of document.querySelectorAll("nav a[href]")) {
     if (link.getAttribute("href") === location.pathname) link.setAttribute("aria-current", "page");
   }
