@@ -300,6 +300,34 @@ impl Browser {
         self.execute(script, json!([])).await.as_array().cloned().unwrap_or_default()
     }
 
+    /// Presses and releases a key (a WebDriver key code such as `"\u{E004}"` for Tab) where the
+    /// focus is.
+    pub async fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}
+        ]}]});
+        self.call("POST", "/actions", Some(actions)).await;
+    }
+
+    /// The focused element (`tag#id` and its text), and whether a focus ring shows on it.
+    pub async fn focused(&self) -> (String, bool) {
+        let script = "const e = document.activeElement; const s = getComputedStyle(e);
+            return [e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + ' ' + (e.textContent || '').trim().slice(0, 40),
+                    s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0];";
+        let got = self.execute(script, json!([])).await;
+        (got[0].as_str().unwrap_or_default().to_string(), got[1].as_bool().unwrap_or(false))
+    }
+
+    /// Form controls shown on the page that have no label (neither a `<label>` nor
+    /// `aria-label`/`aria-labelledby`): their `tag#id`.
+    pub async fn unlabelled(&self) -> Vec<Value> {
+        let script = "return [...document.querySelectorAll('input, select, textarea')]
+              .filter(e => e.type !== 'hidden' && e.getClientRects().length > 0)
+              .filter(e => e.labels.length === 0 && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby'))
+              .map(e => e.tagName.toLowerCase() + '#' + e.id);";
+        self.execute(script, json!([])).await.as_array().cloned().unwrap_or_default()
+    }
+
     /// What the page logged to its console at the level `SEVERE` (errors, CSP violations).
     pub async fn console_errors(&self) -> Vec<String> {
         let entries = self.call("POST", "/se/log", Some(json!({"type": "browser"}))).await;

@@ -231,6 +231,23 @@ async fn pages_and_assets_go_compressed_to_a_browser_that_takes_gzip() {
     assert_eq!(headers["etag"], zipped["etag"]);
 }
 
+#[test]
+fn the_admin_link_is_shown_for_exactly_the_permissions_the_admin_tabs_need() {
+    let (_, api) = capcore::panel::ui::asset("api.js").unwrap();
+    let list = api.split_once("export const ADMIN_PERMISSIONS = [").unwrap().1.split_once("];").unwrap().0;
+    let mut link: Vec<&str> = list.split(',').map(|p| p.trim().trim_matches('"')).filter(|p| !p.is_empty()).collect();
+    let page = capcore::panel::ui::page("admin").unwrap();
+    let mut tabs: Vec<&str> =
+        page.split("data-needs=\"").skip(1).flat_map(|rest| rest.split('"').next().unwrap().split(' ')).collect();
+    for set in [&mut link, &mut tabs] {
+        set.sort_unstable();
+        set.dedup();
+    }
+    assert_eq!(link, tabs);
+    assert!(tabs.len() >= 5, "{tabs:?}");
+    assert!(tabs.iter().all(|t| capcore::permission::Permission::from_name(t).is_some()), "{tabs:?}");
+}
+
 /// Whether markup has an event handler attribute (` onclick=`, ` onerror=`…).
 fn has_handler_attribute(html: &str) -> bool {
     html.match_indices(" on").any(|(i, _)| {

@@ -56,37 +56,22 @@ async fn an_admin_creates_a_server_for_a_tenant_and_runs_it_from_its_page() {
 
 async fn an_admin_creates_a_server_for_a_tenant_and_runs_it_from_its_page_steps() {
     let Some(browser) = Browser::start("admin-servers", None).await else { return };
-    eprintln!("TMPMARK 1");
     let panel = TestPanel::start().await;
-    eprintln!("TMPMARK 2");
     let AgentNode { addr, node, agent: _agent, .. } = panel.agent_node("ui-admin-servers", 3, &[]).await;
-    eprintln!("TMPMARK 3");
     let (tenant, _) = panel.user("tenant", &[]).await;
-    eprintln!("TMPMARK 4");
     let template = panel.game_template("ui-admin-game", &[], json!({"type": "command", "value": "stop"})).await;
-    eprintln!("TMPMARK 5");
     let admin = panel.admin().await;
-    eprintln!("TMPMARK 6");
     let (_, allocations) = panel.get(&format!("/api/nodes/{node}/allocations"), &admin).await;
-    eprintln!("TMPMARK 7");
     let chosen = allocations["data"][1].clone();
-    eprintln!("TMPMARK 8");
     let chosen_id = chosen["id"].as_str().unwrap();
-    eprintln!("TMPMARK 9");
     let base = format!("http://{addr}");
-    eprintln!("TMPMARK 10");
 
     // Not logged in: the form sends the browser to log in, and back after.
     browser.goto(&format!("{base}/admin/servers/new")).await;
-    eprintln!("TMPMARK 11");
     browser.wait_for("the login page", "location.pathname === '/login' && document.querySelector('#email')").await;
-    eprintln!("TMPMARK 11a");
     browser.type_into("#email", ADMIN_EMAIL).await;
-    eprintln!("TMPMARK 11b");
     browser.type_into("#password", ADMIN_PASSWORD).await;
-    eprintln!("TMPMARK 11c");
     browser.click("#login button[type=submit]").await;
-    eprintln!("TMPMARK 12");
     browser
         .wait_for(
             "the new server form",
@@ -94,152 +79,86 @@ async fn an_admin_creates_a_server_for_a_tenant_and_runs_it_from_its_page_steps(
         )
         .await;
     browser.console_errors().await;
-    eprintln!("TMPMARK 13");
     // The only node and template are chosen; the template's variable shows its description,
     // default and rules; the node's free allocations are offered.
     browser.wait_text("#variables", "Message of the day").await;
-    eprintln!("TMPMARK 14");
     assert_eq!(value(&browser, "#node").await, json!(node));
-    eprintln!("TMPMARK 15");
     assert_eq!(value(&browser, "#template").await, json!(template));
-    eprintln!("TMPMARK 16");
     assert_eq!(value(&browser, "#var-0").await, json!("welcome"));
-    eprintln!("TMPMARK 17");
     assert!(browser.text("#variables").await.contains("rules required|string|max:200"));
-    eprintln!("TMPMARK 18");
     browser.wait_for("the free allocations", "document.querySelectorAll('#allocation option').length === 4").await;
-    eprintln!("TMPMARK 19");
     assert_eq!(value(&browser, "#owner").await, json!(panel.admin_id().await), "the admin by default");
-    eprintln!("TMPMARK 20");
 
     browser.fill("#name", "tenant's game").await;
-    eprintln!("TMPMARK 21");
     browser.click(&format!("#owner option[value={}]", quoted(&tenant))).await;
-    eprintln!("TMPMARK 22");
     browser.click(&format!("#allocation option[value={}]", quoted(chosen_id))).await;
-    eprintln!("TMPMARK 23");
     browser.fill("#var-0", "hello from the admin page").await;
-    eprintln!("TMPMARK 24");
     browser.fill("#memory", "256").await;
-    eprintln!("TMPMARK 25");
     browser.fill("#disk", "1024").await;
-    eprintln!("TMPMARK 26");
     browser.fill("#pids", "256").await;
-    eprintln!("TMPMARK 27");
     browser.screenshot("admin-server-new").await;
-    eprintln!("TMPMARK 28");
     browser.click("#create").await;
-    eprintln!("TMPMARK 29");
 
     // The new server's page opens; the API has what the form said.
     browser.wait_for("the server page", "/^\\/servers\\/[0-9a-f-]{36}$/.test(location.pathname)").await;
-    eprintln!("TMPMARK 30");
     let id = browser.execute("return location.pathname.split('/')[2];", json!([])).await;
-    eprintln!("TMPMARK 31");
     let id = id.as_str().unwrap().to_string();
-    eprintln!("TMPMARK 32");
     let (status, server) = panel.get(&format!("/api/servers/{id}"), &admin).await;
-    eprintln!("TMPMARK 33");
     assert_eq!(status, 200, "{server}");
-    eprintln!("TMPMARK 34");
     assert_eq!(server["name"], "tenant's game");
-    eprintln!("TMPMARK 35");
     assert_eq!(server["owner_id"], json!(tenant));
-    eprintln!("TMPMARK 36");
     assert_eq!(server["node_id"], json!(node));
-    eprintln!("TMPMARK 37");
     assert_eq!(server["template_id"], json!(template));
-    eprintln!("TMPMARK 38");
     assert_eq!(
         server["limits"],
         json!({"memory_mb": 256, "swap_mb": 0, "cpu_percent": 100, "disk_mb": 1024, "io_weight": 500, "pids": 256})
     );
-    eprintln!("TMPMARK 39");
     let ports: Vec<&Value> = server["allocations"].as_array().unwrap().iter().map(|a| &a["port"]).collect();
-    eprintln!("TMPMARK 40");
     assert_eq!(ports, [&chosen["port"]], "the chosen allocation");
-    eprintln!("TMPMARK 41");
     let (_, variables) = panel.get(&format!("/api/servers/{id}/variables"), &admin).await;
-    eprintln!("TMPMARK 42");
     assert_eq!(variables[0]["env"], "MOTD");
-    eprintln!("TMPMARK 43");
     assert_eq!(variables[0]["value"], "hello from the admin page");
-    eprintln!("TMPMARK 44");
 
     // Installed, it starts from its page, answers a command and stops.
     panel.wait_state(&id, "offline").await;
-    eprintln!("TMPMARK 45");
     browser.wait_text("#name", "tenant's game").await;
-    eprintln!("TMPMARK 46");
     browser.wait_text("#state", "offline").await;
-    eprintln!("TMPMARK 47");
     browser.wait_text("#link", "Connected").await;
-    eprintln!("TMPMARK 48");
     browser.wait_for("Start enabled", "!document.querySelector('[data-action=start]').disabled").await;
-    eprintln!("TMPMARK 49");
     browser.click("[data-action=start]").await;
-    eprintln!("TMPMARK 50");
     browser.wait_text("#console", "MOTD: hello from the admin page").await;
-    eprintln!("TMPMARK 51");
     browser.wait_text("#console", "Done (").await;
-    eprintln!("TMPMARK 52");
     browser.wait_text("#state", "running").await;
-    eprintln!("TMPMARK 53");
     browser.type_into("#command", "say made by the admin").await;
-    eprintln!("TMPMARK 54");
     browser.click("#command-form button[type=submit]").await;
-    eprintln!("TMPMARK 55");
     browser.wait_text("#console", "[Server] made by the admin").await;
-    eprintln!("TMPMARK 56");
     browser.screenshot("admin-server-created-running").await;
-    eprintln!("TMPMARK 57");
     browser.wait_for("Stop enabled", "!document.querySelector('[data-action=stop]').disabled").await;
-    eprintln!("TMPMARK 58");
     browser.click("[data-action=stop]").await;
-    eprintln!("TMPMARK 59");
     browser.wait_text("#state", "offline").await;
-    eprintln!("TMPMARK 60");
     panel.wait_state(&id, "offline").await;
-    eprintln!("TMPMARK 61");
 
     // Every server, with its owner, node and state.
     browser.goto(&format!("{base}/admin/servers")).await;
-    eprintln!("TMPMARK 62");
     browser.wait_text("#servers", "tenant's game").await;
-    eprintln!("TMPMARK 63");
     let row = browser.text(&format!("#servers tr[data-id={}]", quoted(&id))).await;
-    eprintln!("TMPMARK 64");
     assert!(row.contains("tenant") && row.contains("ui-admin-servers") && row.contains("ui-admin-game"), "{row}");
-    eprintln!("TMPMARK 65");
     assert_eq!(browser.text("#servers .state").await, "offline");
-    eprintln!("TMPMARK 66");
     assert_eq!(attribute(&browser, "#servers td a", "href").await, json!(format!("/servers/{id}")));
-    eprintln!("TMPMARK 67");
     assert_eq!(attribute(&browser, "#new-server", "href").await, json!("/admin/servers/new"));
-    eprintln!("TMPMARK 68");
     browser.screenshot("admin-servers").await;
-    eprintln!("TMPMARK 69");
     let wide = browser.overflowing().await;
     assert!(wide.is_empty(), "{wide:?}");
-    eprintln!("TMPMARK 70");
 
     // Filtered by state, in the address.
     browser.click("#filter-state option[value=running]").await;
-    eprintln!("TMPMARK 71");
     browser.wait_for("the filter in the address", "location.search.includes('state=running')").await;
-    eprintln!("TMPMARK 72");
     browser.wait_text("#servers", "No server matches these filters.").await;
-    eprintln!("TMPMARK 73");
     browser.click("#filter-clear").await;
-    eprintln!("TMPMARK 74");
     browser.wait_text("#servers", "tenant's game").await;
-    eprintln!("TMPMARK 75");
     assert_eq!(browser.execute("return location.search;", json!([])).await, json!(""));
-    eprintln!("TMPMARK 76");
     let errors = browser.console_errors().await;
-    eprintln!("TMPMARK 77");
     assert!(errors.is_empty(), "{errors:?}");
-    eprintln!("TMPMARK 78");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,8 @@
 //! messages are rate limited per connection.
 //!
 //! Messages to the browser: `{"type":"hello","server_id","state","node_online","permissions"}`,
-//! `{"type":"console","stream","line"}`, `{"type":"state","state"}`,
+//! `{"type":"console","stream","line"}`, `{"type":"state","state"}` (`unknown` when the
+//! server's node went offline, a real state only from a connected node),
 //! `{"type":"stats","cpu_percent","memory_bytes","disk_bytes","uptime_ms"}`,
 //! `{"type":"history","samples":[{"at_ms","cpu_percent","memory_bytes","disk_bytes"}]}` (on
 //! connect, when there is any), `{"type":"backup","backup":{...}}` (a backup's progress and end,

@@ -41,12 +41,14 @@ impl Console {
         match command {
             b"" => {}
             b"help" => {
-                reply
-                    .stdout
-                    .push(b"Commands: help, say <text>, list, echo-env <NAME>, echo-args, clock, stop, crash".to_vec());
+                reply.stdout.push(
+                    b"Commands: help, say <text>, ansi, list, echo-env <NAME>, echo-args, clock, stop, crash".to_vec(),
+                );
             }
             // The text after `say ` goes out exactly as it came in: argv- and shell-safety tests compare bytes.
             b"say" => reply.stdout.push([&b"[Server] "[..], rest].concat()),
+            // Coloured like many games' consoles: SGR codes around words, then a reset.
+            b"ansi" => reply.stdout.push(b"\x1b[31mred\x1b[0m \x1b[1;32mbold green\x1b[0m plain".to_vec()),
             b"list" => {
                 reply.stdout.push(format!("There are 0 of a max of {} players online", self.max_players).into_bytes());
             }

@@ -39,6 +39,7 @@
 //! |---|---|
 //! | `help` | the list of commands |
 //! | `say <text>` | `[Server] <text>`, the text byte for byte |
+//! | `ansi` | `red bold green plain` with ANSI colour codes: `ESC[31m` red, `ESC[1;32m` bold green, `ESC[0m` resets |
 //! | `list` | `There are 0 of a max of <n> players online` |
 //! | `echo-env <NAME>` | `<NAME>=<value>` or `<NAME> is not set` |
 //! | `echo-args` | `arg[<i>]=<value>` for every argv element, argv\[0\] included |

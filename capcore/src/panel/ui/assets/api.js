@@ -82,10 +82,9 @@ export function bytes(n) {
   return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
-// Global permissions that open the admin pages.
+// Global permissions that open an admin page: those the admin tabs need (`data-needs`).
 export const ADMIN_PERMISSIONS = [
-  "SERVER_CREATE", "USER_VIEW", "USER_PERMISSIONS", "SYSTEM_NODES", "SYSTEM_TEMPLATES", "SYSTEM_AUDIT",
-  "SYSTEM_SETTINGS",
+  "SERVER_VIEW", "SERVER_CREATE", "SYSTEM_NODES", "USER_VIEW", "SYSTEM_TEMPLATES", "SYSTEM_AUDIT",
 ];
 
 export async function setupHeader(me) {

@@ -13,11 +13,14 @@ export class ConsoleView {
     this.pending = [];
     this.scheduled = false;
     this.received = 0;
+    // Where the view last put the scroll position itself: a reader scrolling up from there
+    // pauses following (however the scroll events of the view's own moves interleave), and
+    // scrolling back to the end resumes it.
+    this.placedAt = 0;
     pre.addEventListener("scroll", () => {
       const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-      if (!atEnd && follow.checked && this.userScrolled) follow.checked = false;
-      if (atEnd && !follow.checked && this.userScrolled) follow.checked = true;
-      this.userScrolled = true;
+      if (atEnd) follow.checked = true;
+      else if (follow.checked && pre.scrollTop < this.placedAt - 4) follow.checked = false;
     });
     follow.addEventListener("change", () => { if (follow.checked) this.toEnd(); });
   }
@@ -54,7 +57,7 @@ export class ConsoleView {
   }
 
   toEnd() {
-    this.userScrolled = false;
     this.pre.scrollTop = this.pre.scrollHeight;
+    this.placedAt = this.pre.scrollTop;
   }
 }

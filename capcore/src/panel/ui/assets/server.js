@@ -64,6 +64,9 @@ function onMessage(m) {
       break;
     case "state":
       state = m.state;
+      // The panel publishes `unknown` when the server's node goes away, and a real state only
+      // from a connected node.
+      nodeOnline = m.state !== "unknown";
       break;
     case "stats":
       stats(m);
