@@ -125,11 +125,23 @@ async fn refresh_rotates_and_reuse_of_an_old_token_ends_the_session() {
 async fn refresh_reads_the_cookie_and_refuses_garbage() {
     let panel = TestPanel::start().await;
     let (first, _) = panel.login_full(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let req = Request::post("/api/auth/refresh")
-        .header(header::COOKIE, format!("cap_refresh={}", first["refresh_token"].as_str().unwrap()))
-        .body(Body::empty())
-        .unwrap();
-    let (status, body, headers) = panel.send_request(req, "127.0.0.1:1").await;
+    let token = first["refresh_token"].as_str().unwrap();
+    let csrf = first["csrf_token"].as_str().unwrap();
+    let cookie_refresh = |header: Option<&str>| {
+        let mut req =
+            Request::post("/api/auth/refresh").header(header::COOKIE, format!("cap_refresh={token}; cap_csrf={csrf}"));
+        if let Some(sent) = header {
+            req = req.header("x-csrf-token", sent);
+        }
+        panel.send_request(req.body(Body::empty()).unwrap(), "127.0.0.1:1")
+    };
+    // From the cookie, the page must echo the CSRF cookie, as for any change; refused, the
+    // token is not used up.
+    for sent in [None, Some(""), Some("forged")] {
+        let (status, body, _) = cookie_refresh(sent).await;
+        assert_error(&(status, body), 403, "csrf_failed");
+    }
+    let (status, body, headers) = cookie_refresh(Some(csrf)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(set_cookie(&headers, "cap_refresh").contains(body["refresh_token"].as_str().unwrap()));
     assert_error(&refresh(&panel, "not-a-token").await, 401, "unauthorized");

@@ -93,6 +93,21 @@ async fn nodes(browser: &Browser, panel: &TestPanel, admin: &Cred, base: &str) -
     browser.wait_text("#node-status", "Online").await;
     browser.wait_text("#facts", "protocol").await;
     browser.wait_text("#facts", "Last heartbeat").await;
+    // The machine's resources as the agent reports them.
+    let (_, reported) = panel.get(&format!("/api/nodes/{node}"), admin).await;
+    let agent_facts = &reported["agent"];
+    let facts = "return Object.fromEntries([...document.querySelectorAll('#facts dt')].map((dt) => [dt.textContent, dt.nextElementSibling.textContent]));";
+    let facts = browser.execute(facts, json!([])).await;
+    let cpus = agent_facts["cpus"].as_u64().expect("cpus reported");
+    let cpu = facts["CPU"].as_str().unwrap();
+    assert!(cpu.ends_with(&format!("{cpus} CPU{}", if cpus == 1 { "" } else { "s" })), "{cpu}");
+    let machine = facts["Machine"].as_str().unwrap();
+    assert!(machine.starts_with(agent_facts["hostname"].as_str().unwrap()), "{machine}");
+    for resource in ["Memory", "Disk"] {
+        let shown = facts[resource].as_str().unwrap();
+        assert!(shown.ends_with('B') || shown.ends_with("used"), "{resource}: {shown}");
+        assert!(shown.contains("iB"), "{resource}: {shown}");
+    }
     browser.screenshot("admin-node-online").await;
 
     // Settings are saved through the API.

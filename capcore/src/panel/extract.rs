@@ -226,17 +226,24 @@ impl FromRequestParts<Arc<PanelState>> for Actor {
                 AuthVia::Session { csrf, .. } => csrf.as_str(),
                 AuthVia::ApiKey { .. } => "",
             };
-            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-            if expected.is_empty() || !constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "csrf_failed",
-                    "missing or wrong X-CSRF-Token header for a cookie-authenticated request",
-                ));
-            }
+            check_csrf(&parts.headers, expected)?;
         }
         Ok(Actor { principal, ip })
     }
+}
+
+/// Refuses a cookie-authenticated change whose `X-CSRF-Token` header is not `expected` (the
+/// session's token; empty never matches).
+pub(crate) fn check_csrf(headers: &HeaderMap, expected: &str) -> ApiResult<()> {
+    let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if expected.is_empty() || !constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "missing or wrong X-CSRF-Token header for a cookie-authenticated request",
+        ));
+    }
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

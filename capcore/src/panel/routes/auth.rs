@@ -8,8 +8,8 @@ use crate::model::AuditResult;
 use crate::panel::PanelState;
 use crate::panel::error::{ApiError, ApiResult};
 use crate::panel::extract::{
-    ACCESS_COOKIE, Actor, ApiJson, ApiPath, CSRF_COOKIE, REFRESH_COOKIE, client_ip, cookie, parse_id, parse_json,
-    read_body, require_json,
+    ACCESS_COOKIE, Actor, ApiJson, ApiPath, CSRF_COOKIE, REFRESH_COOKIE, check_csrf, client_ip, cookie, parse_id,
+    parse_json, read_body, require_json,
 };
 use crate::permission::{Permission, PermissionSet, Scope, effective};
 use crate::time::Timestamp;
@@ -352,9 +352,15 @@ async fn refresh(State(s): State<Arc<PanelState>>, parts: Parts, req: Request) -
     };
     let token = match from_body.refresh_token {
         Some(t) => t,
-        None => cookie(&parts.headers, REFRESH_COOKIE)
-            .map(str::to_string)
-            .ok_or_else(|| crate::Error::unauthorized("no refresh token"))?,
+        None => {
+            let token = cookie(&parts.headers, REFRESH_COOKIE)
+                .map(str::to_string)
+                .ok_or_else(|| crate::Error::unauthorized("no refresh token"))?;
+            // From the browser's cookie: the page echoes the CSRF cookie it can read, which
+            // another site's page cannot.
+            check_csrf(&parts.headers, cookie(&parts.headers, CSRF_COOKIE).unwrap_or(""))?;
+            token
+        }
     };
     // Audited both ways: a reused token ending a session is what an admin must be able to see.
     match s.auth.refresh(&token, &ip, s.now()).await {

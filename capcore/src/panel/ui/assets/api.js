@@ -20,7 +20,9 @@ export class ApiError extends Error {
 let refreshing = null;
 
 async function refresh() {
-  refreshing ??= fetch("/api/auth/refresh", { method: "POST", credentials: "same-origin" })
+  refreshing ??= fetch("/api/auth/refresh", {
+    method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": cookie("cap_csrf") },
+  })
     .then((r) => r.ok)
     .finally(() => { refreshing = null; });
   return refreshing;
