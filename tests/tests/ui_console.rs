@@ -207,13 +207,53 @@ async fn the_console_colours_keeps_its_bound_follows_recalls_and_rides_out_blips
     assert_eq!(browser.text("#state").await, "unknown");
     browser.screenshot("console-node-offline").await;
     let data_dir = agent.data_dir.clone();
-    let _agent = AgentProcess::spawn_with(addr, &token, &data_dir, &[]);
+    let mut agent = AgentProcess::spawn_with(addr, &token, &data_dir, &[]);
     browser.wait_for("node online", "document.querySelector('#node').hidden").await;
     browser.wait_text("#state", "running").await;
     browser.wait_for("Stop enabled", "!document.querySelector('[data-action=stop]').disabled").await;
     assert_eq!(browser.execute(LAST_LINE, json!([])).await, json!("[Server] after the blip"));
     browser.click("[data-action=stop]").await;
     browser.wait_text("#state", "offline").await;
+
+    // The dashboard's sockets ride out a cut too, and show a node going away.
+    browser.goto(&format!("{base}/")).await;
+    browser.wait_text("#servers", "plain").await;
+    let plain_state = format!(
+        "document.querySelector(\"#servers a[href='/servers/{server}']\").parentElement.querySelector('.state').textContent"
+    );
+    let admin = panel.admin().await;
+    let power = |action: &'static str| {
+        let (panel, admin, server) = (&panel, &admin, &server);
+        async move { panel.post(&format!("/api/servers/{server}/power"), admin, json!({"action": action})).await.0 }
+    };
+    assert_eq!(power("start").await, 202);
+    browser.wait_for("running, live", &format!("{plain_state} === 'running'")).await;
+    let plain = format!(
+        "document.querySelector(\"#servers a[href='/servers/{server}']\").parentElement.querySelector('.state')"
+    );
+    proxy.cut();
+    browser.wait_for("the state marked stale", &format!("{plain}.classList.contains('stale')")).await;
+    assert_eq!(power("stop").await, 202);
+    panel.wait_state(&server, "offline").await;
+    assert_eq!(
+        browser.execute(&format!("return {plain_state};"), json!([])).await,
+        json!("running"),
+        "not live while cut"
+    );
+    proxy.restore();
+    browser
+        .wait_for(
+            "offline, through a new socket",
+            &format!("{plain_state} === 'offline' && !{plain}.classList.contains('stale')"),
+        )
+        .await;
+    agent.kill9().await;
+    browser.wait_for("the node gone", &format!("{plain_state} === 'unknown (node offline)'")).await;
+    browser.screenshot("dashboard-node-offline").await;
+    let uses = browser
+        .execute("return [...document.querySelectorAll('#servers .use')].map((u) => u.textContent);", json!([]))
+        .await;
+    assert_eq!(uses, json!(["", ""]), "no figures for games not known to run");
 
     // The page logged no error but the browser's own lines for connections that failed
     // while the network was cut.

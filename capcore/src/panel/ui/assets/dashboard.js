@@ -5,20 +5,42 @@ const status = document.getElementById("status");
 // Live state and use for this many servers at most (one socket each).
 const LIVE = 50;
 
-function watch(server, stateNode, useNode) {
+// A server's live state and use; the socket comes back after a drop (backing off, the session
+// renewed first if it expired).
+function watch(server, stateNode, useNode, retry = 0) {
+  // Use is shown only while the game runs: the last figures of a stopped one are history.
+  const RUNS = ["starting", "running", "stopping"];
+  const show = (state, nodeOnline) => {
+    stateNode.textContent = nodeOnline ? state : `${state} (node offline)`;
+    stateNode.dataset.state = state;
+    if (!RUNS.includes(state)) useNode.textContent = "";
+  };
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const socket = new WebSocket(`${scheme}//${location.host}/api/servers/${server.id}/ws?summary=true`);
   socket.addEventListener("message", (event) => {
     const m = JSON.parse(event.data);
-    if (m.type === "hello" || m.type === "state") {
-      stateNode.textContent = m.state;
-      stateNode.dataset.state = m.state;
-      if (m.type === "hello" && !m.node_online) stateNode.textContent = `${m.state} (node offline)`;
-    } else if (m.type === "stats") {
+    if (m.type === "hello") {
+      retry = 0;
+      stateNode.classList.remove("stale");
+      stateNode.removeAttribute("title");
+      show(m.state, m.node_online);
+    } else if (m.type === "state") {
+      // `unknown` is what the panel publishes when the server's node goes away.
+      show(m.state, m.state !== "unknown");
+    } else if (m.type === "stats" && RUNS.includes(stateNode.dataset.state)) {
       useNode.textContent = `CPU ${m.cpu_percent.toFixed(1)} % · ${bytes(m.memory_bytes)}`;
     }
   });
-  return socket;
+  socket.addEventListener("close", () => {
+    // What is shown is no longer live until the socket is back.
+    stateNode.classList.add("stale");
+    stateNode.title = "Reconnecting…";
+    const delay = Math.min(15000, 500 * 2 ** retry) * (0.5 + Math.random() / 2);
+    setTimeout(async () => {
+      try { await ensureSession(); } catch { /* tried again on the next drop */ }
+      watch(server, stateNode, useNode, Math.min(retry + 1, 6));
+    }, delay);
+  });
 }
 
 async function main() {
