@@ -349,6 +349,7 @@ async fn the_admin_pages_fit_a_phone_and_refuse_a_user_without_admin_permissions
     browser.wait_text("#nodes", "phone node").await;
     browser.console_errors().await;
     assert_eq!(browser.overflowing().await, Vec::<Value>::new(), "the nodes page fits");
+    assert_eq!(browser.unlabelled().await, Vec::<Value>::new(), "the nodes page labels its fields");
     // The admin tabs: the ones whose pages this account may use.
     const TABS: &str = "return [...document.querySelectorAll('nav.tabs a')].filter((a) => !a.hidden && a.offsetParent).map((a) => a.textContent);";
     let all = json!(["Servers", "Nodes", "Users", "Roles", "Templates", "Audit log"]);
@@ -357,14 +358,17 @@ async fn the_admin_pages_fit_a_phone_and_refuse_a_user_without_admin_permissions
     browser.goto(&format!("{base}/admin/nodes/{node}")).await;
     browser.wait_text("#allocations", "30011").await;
     assert_eq!(browser.overflowing().await, Vec::<Value>::new(), "the node page fits");
+    assert_eq!(browser.unlabelled().await, Vec::<Value>::new(), "the node page labels its fields");
     browser.screenshot("admin-node-phone").await;
     browser.goto(&format!("{base}/admin/users")).await;
     browser.wait_text("#users", "helper").await;
     assert_eq!(browser.overflowing().await, Vec::<Value>::new(), "the users page fits");
+    assert_eq!(browser.unlabelled().await, Vec::<Value>::new(), "the users page labels its fields");
     browser.screenshot("admin-users-phone").await;
     browser.goto(&format!("{base}/admin/roles")).await;
     browser.wait_text("#matrix-head", "support").await;
     assert_eq!(browser.overflowing().await, Vec::<Value>::new(), "the roles page fits");
+    assert_eq!(browser.unlabelled().await, Vec::<Value>::new(), "the roles page labels its fields");
     browser.screenshot("admin-roles-phone").await;
     assert!(browser.console_errors().await.is_empty());
 

@@ -167,6 +167,7 @@ async fn tenant(browser: &Browser) {
     assert_eq!(browser.text("#path [aria-current]").await, "Home");
     let status = browser.text("#status").await;
     assert!(status.contains("file"), "a summary of the folder: {status}");
+    assert_eq!(browser.unlabelled().await, Vec::<serde_json::Value>::new(), "files-list: every field labelled");
     browser.screenshot("files-list").await;
 
     // A new folder, listed before the files; into it through the table, where it is empty.
@@ -254,6 +255,7 @@ async fn edit(browser: &Browser, s: &Scene) {
     // The keys are taken before the call returns: the state is "Saving…", then "Saved at".
     browser.wait_for("saved again", "document.querySelector('#editor-state').textContent.startsWith('Saved at')").await;
     assert_eq!(std::fs::read_to_string(s.disk("notes.txt")).unwrap(), format!("{want}four"));
+    assert_eq!(browser.unlabelled().await, Vec::<serde_json::Value>::new(), "files-editor-saved: every field labelled");
     browser.screenshot("files-editor-saved").await;
 
     // Closing goes back to the folder, with the file focused.
