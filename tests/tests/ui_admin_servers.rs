@@ -96,7 +96,7 @@ async fn an_admin_creates_a_server_for_a_tenant_and_runs_it_from_its_page_steps(
     browser.fill("#memory", "256").await;
     browser.fill("#disk", "1024").await;
     browser.fill("#pids", "256").await;
-    assert_eq!(browser.unlabelled().await, Vec::<serde_json::Value>::new(), "admin-server-new: every field labelled");
+    assert_eq!(browser.unlabelled().await, Vec::<Value>::new(), "admin-server-new: every field labelled");
     browser.screenshot("admin-server-new").await;
     browser.click("#create").await;
 
@@ -147,7 +147,7 @@ async fn an_admin_creates_a_server_for_a_tenant_and_runs_it_from_its_page_steps(
     assert_eq!(browser.text("#servers .state").await, "offline");
     assert_eq!(attribute(&browser, "#servers td a", "href").await, json!(format!("/servers/{id}")));
     assert_eq!(attribute(&browser, "#new-server", "href").await, json!("/admin/servers/new"));
-    assert_eq!(browser.unlabelled().await, Vec::<serde_json::Value>::new(), "admin-servers: every field labelled");
+    assert_eq!(browser.unlabelled().await, Vec::<Value>::new(), "admin-servers: every field labelled");
     browser.screenshot("admin-servers").await;
     let wide = browser.overflowing().await;
     assert!(wide.is_empty(), "{wide:?}");
@@ -194,7 +194,7 @@ async fn an_admin_imports_an_egg_edits_its_variables_and_a_broken_egg_is_refused
     assert_eq!(browser.text("#templates td.num").await, "4");
     let export = format!("a[href={}]", quoted(&format!("/api/templates/{id}/export")));
     assert_eq!(browser.count(&export).await, json!(1), "an export link");
-    assert_eq!(browser.unlabelled().await, Vec::<serde_json::Value>::new(), "admin-templates: every field labelled");
+    assert_eq!(browser.unlabelled().await, Vec::<Value>::new(), "admin-templates: every field labelled");
     browser.screenshot("admin-templates").await;
     let wide = browser.overflowing().await;
     assert!(wide.is_empty(), "{wide:?}");
@@ -252,7 +252,7 @@ async fn an_admin_imports_an_egg_edits_its_variables_and_a_broken_egg_is_refused
     let (_, after) = panel.get(&format!("/api/templates/{id}"), &admin).await;
     assert_eq!(after["spec"]["variables"].as_array().unwrap().len(), 4);
     assert_eq!(after["spec"]["variables"][3]["default"], "1234");
-    assert_eq!(browser.unlabelled().await, Vec::<serde_json::Value>::new(), "admin-template: every field labelled");
+    assert_eq!(browser.unlabelled().await, Vec::<Value>::new(), "admin-template: every field labelled");
     browser.screenshot("admin-template").await;
     let wide = browser.overflowing().await;
     assert!(wide.is_empty(), "{wide:?}");
@@ -375,7 +375,7 @@ async fn the_audit_log_lists_filters_and_pages_what_was_done_steps() {
     assert_eq!(browser.text("#page-info").await, "Page 1 of 2");
     let newest = browser.text("#events tr:first-child").await;
     assert!(newest.contains("auth.login") && newest.contains("admin") && newest.contains("success"), "{newest}");
-    assert_eq!(browser.unlabelled().await, Vec::<serde_json::Value>::new(), "admin-audit: every field labelled");
+    assert_eq!(browser.unlabelled().await, Vec::<Value>::new(), "admin-audit: every field labelled");
     browser.screenshot("admin-audit").await;
     let wide = browser.overflowing().await;
     assert!(wide.is_empty(), "{wide:?}");

@@ -92,7 +92,7 @@ async fn backups(browser: &Browser, panel: &TestPanel, server: &str, owner: &Cre
         .execute("return document.querySelector(\"button[aria-label='Delete first']\").disabled;", json!([]))
         .await;
     assert_eq!(disabled, json!(true), "a locked backup cannot be deleted");
-    assert_eq!(browser.unlabelled().await, Vec::<serde_json::Value>::new(), "backups: every field labelled");
+    assert_eq!(browser.unlabelled().await, Vec::<Value>::new(), "backups: every field labelled");
     browser.screenshot("backups").await;
     browser.click("button[aria-label='Unlock first']").await;
     browser.wait_for("unlocked", "!document.querySelector(\"button[aria-label='Delete first']\").disabled").await;
@@ -130,7 +130,7 @@ async fn subusers(browser: &Browser, panel: &TestPanel, server: &str, owner: &Cr
     browser.wait_for("saved", "!document.querySelector('.subuser input[value=SERVER_CONSOLE]').checked").await;
     let (_, subs) = panel.get(&format!("/api/servers/{server}/subusers"), owner).await;
     assert!(!subs[0]["permissions"].as_array().unwrap().contains(&json!("SERVER_CONSOLE")), "{subs}");
-    assert_eq!(browser.unlabelled().await, Vec::<serde_json::Value>::new(), "subusers: every field labelled");
+    assert_eq!(browser.unlabelled().await, Vec::<Value>::new(), "subusers: every field labelled");
     browser.screenshot("subusers").await;
     let remove = "button[aria-label='Remove friend']";
     browser.click(remove).await;
