@@ -6,12 +6,15 @@
 use cap_tests::PASSWORD;
 use cap_tests::TestPanel;
 use cap_tests::e2e::{AgentNode, AgentProcess, Proxy};
-use cap_tests::webdriver::Browser;
+use cap_tests::webdriver::{Browser, quoted};
 use serde_json::{Value, json};
 
 /// `[scrollTop at the end, follow checked]` of the console.
 const FOLLOWING: &str = "const c = document.querySelector('#console');
     return [c.scrollTop + c.clientHeight >= c.scrollHeight - 4, document.querySelector('#follow').checked];";
+
+/// How many console lines the page has received.
+const RECEIVED: &str = "Number(document.querySelector('#console').dataset.received)";
 
 /// The last console line's text.
 const LAST_LINE: &str = "return document.querySelector('#console').lastElementChild?.textContent ?? '';";
@@ -48,7 +51,7 @@ async fn the_console_colours_keeps_its_bound_follows_recalls_and_rides_out_blips
 
     // Past 6,000 lines the page keeps the last 5,000, followed to the end. (The agent's own
     // lines say what the throttle dropped or a busy agent did not forward.)
-    browser.wait_for("6,000 lines", "Number(document.querySelector('#console').dataset.received) > 6000").await;
+    browser.wait_for("6,000 lines", &format!("{RECEIVED} > 6000")).await;
     let kept = "const lines = [...document.querySelectorAll('#console .line')];
         return [lines.length, lines.some((l) => l.textContent.includes('Done (')), lines.filter((l) => !/^(flood line \\d+|\\[cap\\] .+)$/.test(l.textContent)).map((l) => l.textContent).slice(0, 3)];";
     assert_eq!(browser.execute(kept, json!([])).await, json!([5000, false, []]), "the ready line scrolled away");
@@ -62,16 +65,13 @@ async fn the_console_colours_keeps_its_bound_follows_recalls_and_rides_out_blips
     // following again goes to the end and stays there.
     browser.execute("document.querySelector('#console').scrollTop = 1000;", json!([])).await;
     browser.wait_for("follow off", "!document.querySelector('#follow').checked").await;
-    let received =
-        browser.execute("return Number(document.querySelector('#console').dataset.received);", json!([])).await;
-    let more =
-        format!("Number(document.querySelector('#console').dataset.received) > {}", received.as_u64().unwrap() + 3000);
+    let received = browser.execute(&format!("return {RECEIVED};"), json!([])).await;
+    let more = format!("{RECEIVED} > {}", received.as_u64().unwrap() + 3000);
     browser.wait_for("3,000 more lines", &more).await;
     assert_eq!(browser.execute(FOLLOWING, json!([])).await, json!([false, false]), "still paused");
     browser.screenshot("console-paused").await;
     browser.click("#follow").await;
-    let more =
-        format!("Number(document.querySelector('#console').dataset.received) > {}", received.as_u64().unwrap() + 5000);
+    let more = format!("{RECEIVED} > {}", received.as_u64().unwrap() + 5000);
     browser.wait_for("2,000 more lines", &more).await;
     assert_eq!(browser.execute(FOLLOWING, json!([])).await, json!([true, true]), "following again");
     browser.click("[data-action=stop]").await;
@@ -87,12 +87,7 @@ async fn the_console_colours_keeps_its_bound_follows_recalls_and_rides_out_blips
 
     // Colours: each coloured word a span of its colour, the rest plain text.
     command(&browser, "ansi").await;
-    browser
-        .wait_for(
-            "the coloured line",
-            "document.querySelector('#console').lastElementChild.textContent === 'red bold green plain'",
-        )
-        .await;
+    wait_last_line(&browser, "red bold green plain").await;
     let spans = browser
         .execute(
             "const line = document.querySelector('#console').lastElementChild;
@@ -117,13 +112,9 @@ async fn the_console_colours_keeps_its_bound_follows_recalls_and_rides_out_blips
 
     // History: the arrow keys bring back earlier commands, newest first, then an empty line.
     command(&browser, "say first").await;
-    browser
-        .wait_for("first", "document.querySelector('#console').lastElementChild.textContent === '[Server] first'")
-        .await;
+    wait_last_line(&browser, "[Server] first").await;
     command(&browser, "say second").await;
-    browser
-        .wait_for("second", "document.querySelector('#console').lastElementChild.textContent === '[Server] second'")
-        .await;
+    wait_last_line(&browser, "[Server] second").await;
     let value = "return document.querySelector('#command').value;";
     let mut recalled = Vec::new();
     for key in ["\u{E013}", "\u{E013}", "\u{E015}", "\u{E015}"] {
@@ -161,12 +152,7 @@ async fn the_console_colours_keeps_its_bound_follows_recalls_and_rides_out_blips
     browser.press("s").await;
     browser.type_into("#command", "ay by keyboard").await;
     browser.press("\u{E007}").await;
-    browser
-        .wait_for(
-            "the keyboard's command",
-            "document.querySelector('#console').lastElementChild.textContent === '[Server] by keyboard'",
-        )
-        .await;
+    wait_last_line(&browser, "[Server] by keyboard").await;
 
     // The resource chart: a line through the recent CPU samples.
     browser
@@ -191,12 +177,7 @@ async fn the_console_colours_keeps_its_bound_follows_recalls_and_rides_out_blips
     browser.wait_for("a new socket", "window.links.at(-1) === 'Connected'").await;
     browser.wait_for("the replay", "document.querySelector('#console').textContent.includes('[Server] second')").await;
     command(&browser, "say after the blip").await;
-    browser
-        .wait_for(
-            "a command after the blip",
-            "document.querySelector('#console').lastElementChild.textContent === '[Server] after the blip'",
-        )
-        .await;
+    wait_last_line(&browser, "[Server] after the blip").await;
 
     // The node goes away: the page says so and the power buttons are off; the game keeps
     // running, and a new agent on the same data brings the node and the buttons back.
@@ -260,6 +241,12 @@ async fn the_console_colours_keeps_its_bound_follows_recalls_and_rides_out_blips
     let errors = browser.console_errors().await;
     let cut = |e: &String| e.contains("net::ERR_") || e.contains("WebSocket connection to");
     assert!(errors.iter().all(cut), "{errors:?}");
+}
+
+/// Waits until the console's last line is `line`.
+async fn wait_last_line(browser: &Browser, line: &str) {
+    let last = format!("document.querySelector('#console').lastElementChild?.textContent === {}", quoted(line));
+    browser.wait_for(&format!("the last line {line:?}"), &last).await;
 }
 
 /// Types `text` into the command line and sends it.

@@ -317,7 +317,6 @@ pub struct BootstrapReport {
     pub generated_password: Option<String>,
 }
 
-/// 24 random characters from an unambiguous alphabet.
 /// The listener to serve the panel's router on: `TCP_NODELAY` on every accepted connection, so
 /// a small answer (a page's module, a JSON body, a console frame) goes out at once instead of
 /// waiting for the browser's delayed acknowledgement of the one before.
@@ -332,6 +331,7 @@ pub fn listener(
     axum::serve::ListenerExt::tap_io(tcp, no_delay as fn(&mut tokio::net::TcpStream))
 }
 
+/// 24 random characters from an unambiguous alphabet.
 pub fn generate_password() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";

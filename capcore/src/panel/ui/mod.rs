@@ -246,10 +246,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         router = router.route(
             page.path,
             get(move |headers: HeaderMap| async move {
-                let html = &rendered()[index];
-                let (encoding, body) = html.choose(&headers);
-                let mut response = Bytes::clone(body).into_response();
-                encoded(&mut response, encoding);
+                let (response, _) = rendered()[index].respond(&headers);
                 secured(response, "text/html; charset=utf-8", "no-store")
             }),
         );
@@ -274,12 +271,16 @@ impl Encoded {
         Self { plain: Bytes::from(plain), gzip }
     }
 
-    /// The form the request's `Accept-Encoding` takes: gzip if it is offered and accepted.
-    fn choose(&self, headers: &HeaderMap) -> (Option<&'static str>, &Bytes) {
-        match &self.gzip {
+    /// The answer in the form the request's `Accept-Encoding` takes (gzip if it is offered and
+    /// accepted), and that form's content coding.
+    fn respond(&self, headers: &HeaderMap) -> (Response, Option<&'static str>) {
+        let (encoding, body) = match &self.gzip {
             Some(gzip) if accepts_gzip(headers) => (Some("gzip"), gzip),
             _ => (None, &self.plain),
-        }
+        };
+        let mut response = Bytes::clone(body).into_response();
+        encoded(&mut response, encoding);
+        (response, encoding)
     }
 }
 
@@ -351,7 +352,7 @@ async fn serve_asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
             "no-store",
         );
     };
-    let (encoding, bytes) = body.choose(&headers);
+    let (mut response, encoding) = body.respond(&headers);
     let tag = match encoding {
         Some(_) => format!("\"{hash}-gz\""),
         None => format!("\"{hash}\""),
@@ -360,15 +361,10 @@ async fn serve_asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
-    let mut response = if fresh {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
+    if fresh {
+        response = StatusCode::NOT_MODIFIED.into_response();
         encoded(&mut response, None);
-        response
-    } else {
-        let mut response = Bytes::clone(bytes).into_response();
-        encoded(&mut response, encoding);
-        response
-    };
+    }
     response.headers_mut().insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex tag"));
     secured(response, content_type, "no-cache")
 }

@@ -84,6 +84,12 @@ export function bytes(n) {
   return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
+// How long to wait before reconnecting after `retry` failed attempts: doubling from half a
+// second up to 15 s, with jitter so many pages do not come back in step.
+export function backoff(retry) {
+  return Math.min(15000, 500 * 2 ** retry) * (0.5 + Math.random() / 2);
+}
+
 // Global permissions that open an admin page: those the admin tabs need (`data-needs`).
 export const ADMIN_PERMISSIONS = [
   "SERVER_VIEW", "SERVER_CREATE", "SYSTEM_NODES", "USER_VIEW", "SYSTEM_TEMPLATES", "SYSTEM_AUDIT",

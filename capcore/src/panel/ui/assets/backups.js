@@ -1,6 +1,6 @@
 // A server's backups: made, locked, downloaded, restored and deleted as the caller's permissions
 // allow; a running backup's progress comes over the server's live socket.
-import { api, busy, bytes, confirming, el } from "/assets/api.js";
+import { api, backoff, busy, bytes, confirming, el } from "/assets/api.js";
 import { loadServerPage, serverApi } from "/assets/serverpage.js";
 
 const $ = (x) => document.getElementById(x);
@@ -79,7 +79,7 @@ function follow(retry = 0) {
     }
     if (m.type === "backup") replace(m.backup);
   });
-  socket.addEventListener("close", () => setTimeout(() => follow(Math.min(retry + 1, 6)), Math.min(15000, 500 * 2 ** retry)));
+  socket.addEventListener("close", () => setTimeout(() => follow(Math.min(retry + 1, 6)), backoff(retry)));
 }
 
 $("backup-form").addEventListener("submit", (event) => {

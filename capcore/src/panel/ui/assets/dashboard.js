@@ -1,15 +1,16 @@
-import { api, el, bytes, ensureSession, setupHeader } from "/assets/api.js";
+import { api, backoff, bytes, el, ensureSession, setupHeader } from "/assets/api.js";
 
 const list = document.getElementById("servers");
 const status = document.getElementById("status");
 // Live state and use for this many servers at most (one socket each).
 const LIVE = 50;
 
+// Use is shown only while the game runs: the last figures of a stopped one are history.
+const RUNS = ["starting", "running", "stopping"];
+
 // A server's live state and use; the socket comes back after a drop (backing off, the session
 // renewed first if it expired).
 function watch(server, stateNode, useNode, retry = 0) {
-  // Use is shown only while the game runs: the last figures of a stopped one are history.
-  const RUNS = ["starting", "running", "stopping"];
   const show = (state, nodeOnline) => {
     stateNode.textContent = nodeOnline ? state : `${state} (node offline)`;
     stateNode.dataset.state = state;
@@ -35,11 +36,10 @@ function watch(server, stateNode, useNode, retry = 0) {
     // What is shown is no longer live until the socket is back.
     stateNode.classList.add("stale");
     stateNode.title = "Reconnecting…";
-    const delay = Math.min(15000, 500 * 2 ** retry) * (0.5 + Math.random() / 2);
     setTimeout(async () => {
       try { await ensureSession(); } catch { /* tried again on the next drop */ }
       watch(server, stateNode, useNode, Math.min(retry + 1, 6));
-    }, delay);
+    }, backoff(retry));
   });
 }
 

@@ -1,4 +1,4 @@
-import { bytes, ensureSession } from "/assets/api.js";
+import { backoff, bytes, ensureSession } from "/assets/api.js";
 import { ConsoleView } from "/assets/console.js";
 import { loadServerPage, serverId } from "/assets/serverpage.js";
 
@@ -103,7 +103,7 @@ async function connect(checked = false) {
 
 function schedule() {
   $("link").textContent = "Disconnected; reconnecting…";
-  const delay = Math.min(15000, 500 * 2 ** retry) * (0.5 + Math.random() / 2);
+  const delay = backoff(retry);
   retry = Math.min(retry + 1, 6);
   setTimeout(connect, delay);
 }
